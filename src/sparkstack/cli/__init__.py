@@ -1,0 +1,1 @@
+"""The `sparkstack` command line: thin adapters over the Python API."""

@@ -1,0 +1,149 @@
+"""Entry point of the `sparkstack` command: validates input, calls the API,
+turns ``SparkstackError`` into a message and exit code 1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import click
+
+from sparkstack import __version__
+from sparkstack.errors import SparkstackError
+from sparkstack.settings import Settings
+from sparkstack.stack import Stack, load_stack
+from sparkstack.stack.demo import demo_stack
+
+
+def _fail(exc: SparkstackError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(1)
+
+
+def _load(stack_file: Path | None, listen: str | None) -> Stack:
+    stack = load_stack(stack_file) if stack_file else demo_stack()
+    if listen:
+        gateway = stack.gateway.model_validate({"listen": listen})
+        stack = stack.model_copy(update={"gateway": gateway})
+    return stack
+
+
+@click.group()
+@click.version_option(__version__, prog_name="sparkstack")
+def cli() -> None:
+    """Several local LLMs behind one safe, fast, observable OpenAI-compatible endpoint."""
+
+
+@cli.command()
+@click.argument("stack_file", required=False, type=click.Path(path_type=Path))
+@click.option("--listen", help="host:port for the gateway (overrides gateway.listen).")
+def up(stack_file: Path | None, listen: str | None) -> None:
+    """Start the gateway and the models of STACK_FILE (the demo stack without one)."""
+    from sparkstack.serve import install_uvloop, serve
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+    )
+    try:
+        stack = _load(stack_file, listen)
+        install_uvloop()
+        asyncio.run(serve(stack, Settings.from_env()))
+    except SparkstackError as exc:
+        _fail(exc)
+    except ValueError as exc:  # pydantic's error for a bad --listen
+        click.echo(f"error: --listen: {exc}", err=True)
+        sys.exit(2)
+
+
+@cli.command()
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for `up`.")
+def down(timeout: float) -> None:
+    """Stop the running stack and every engine it started."""
+    from sparkstack.shutdown import bring_down
+
+    try:
+        report = bring_down(Settings.from_env(), timeout=timeout)
+    except SparkstackError as exc:
+        _fail(exc)
+    if not report.found:
+        click.echo("no stack is running")
+        return
+    for name in report.killed_groups:
+        click.echo(f"killed leftover processes of {name}")
+    click.echo("stack stopped")
+
+
+def _gateway_get(path: str) -> dict[str, object]:
+    from sparkstack.supervisor.run_file import RunFile
+
+    settings = Settings.from_env()
+    run = RunFile.read(settings.run_file)
+    if run is None:
+        raise SparkstackError("no stack is running; start one with `sparkstack up`")
+    try:
+        with urllib.request.urlopen(run.gateway_url + path, timeout=10) as response:
+            data: dict[str, object] = json.load(response)
+            return data
+    except (urllib.error.URLError, OSError) as exc:
+        raise SparkstackError(
+            f"the gateway at {run.gateway_url} does not answer ({exc}); is `sparkstack up` "
+            "still running? `sparkstack down` cleans up after a dead one"
+        ) from exc
+
+
+def _mib(value: object) -> str:
+    return f"{int(value) / 2**20:,.0f} MiB" if isinstance(value, int) else "-"
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the raw status JSON.")
+def status(as_json: bool) -> None:
+    """Show each model: engine, state, port, pid and resident memory."""
+    try:
+        data = _gateway_get("/admin/status")
+    except SparkstackError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    rows = data.get("models")
+    assert isinstance(rows, list)
+    header = f"{'MODEL':<16} {'ENGINE':<9} {'STATE':<9} {'PORT':>6} {'PID':>8} {'RSS':>11}  NOTE"
+    click.echo(header)
+    for row in rows:
+        click.echo(
+            f"{row['name']:<16} {row['engine']:<9} {row['state']:<9} "
+            f"{row['port'] or '-':>6} {row['pid'] or '-':>8} {_mib(row['rss_bytes']):>11}  "
+            f"{row['error'] or ''}"
+        )
+
+
+@cli.command()
+@click.argument("name")
+@click.option("-n", "--lines", default=50, show_default=True)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+def logs(name: str, lines: int, follow: bool) -> None:
+    """Print the log of model NAME."""
+    path = Settings.from_env().log_dir / f"{name}.log"
+    if not path.exists():
+        click.echo(f"error: no log for {name!r} at {path}; is the name right?", err=True)
+        sys.exit(1)
+    with path.open("r", encoding="utf-8", errors="replace") as handle:
+        for line in handle.readlines()[-lines:]:
+            click.echo(line, nl=False)
+        while follow:
+            line = handle.readline()
+            if line:
+                click.echo(line, nl=False)
+            else:
+                time.sleep(0.2)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,101 @@
+"""The small interface every engine adapter implements.
+
+An adapter turns a ``ModelSpec`` into a ``LaunchSpec`` (argv, environment,
+readiness path) and says how to reach and address the running engine. Adapters
+hold no state: one instance serves every model of its engine.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import aiohttp
+
+from sparkstack.errors import EngineError, SparkstackError
+from sparkstack.settings import Settings
+from sparkstack.stack.schema import ModelSpec
+from sparkstack.stack.sources import resolve_model_source
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything the supervisor needs to start one engine process."""
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    """Added to (and overriding) the supervisor's own environment."""
+    ready_path: str = "/health"
+    """Path on the engine that answers 200 once it serves requests."""
+
+
+class EngineAdapter(ABC):
+    """One engine kind. Subclasses set ``name`` and register with ``register_engine``."""
+
+    name: ClassVar[str]
+    managed: ClassVar[bool] = True
+    """False for engines sparkstack only routes to and never starts (external)."""
+    reports_stream_usage: ClassVar[bool] = True
+    """False when the engine ignores ``stream_options.include_usage``; the gateway then
+    adds the usage chunk, with prompt tokens from ``count_prompt_tokens``."""
+
+    @abstractmethod
+    def launch(self, spec: ModelSpec, port: int, settings: Settings) -> LaunchSpec:
+        """The process to start so that the engine serves ``spec`` on 127.0.0.1:``port``."""
+
+    def base_url(self, spec: ModelSpec, port: int | None) -> str:
+        """Where the gateway forwards ``/v1/...`` requests for this model."""
+        return f"http://127.0.0.1:{port}"
+
+    def upstream_model(self, spec: ModelSpec) -> str:
+        """The ``model`` value the engine expects in request bodies."""
+        return spec.name
+
+    def api_key(self, spec: ModelSpec) -> str | None:
+        """The bearer token the engine expects, read from the environment."""
+        if spec.api_key_env:
+            return os.environ.get(spec.api_key_env) or None
+        return None
+
+    async def count_prompt_tokens(
+        self, session: aiohttp.ClientSession, base_url: str, payload: dict[str, Any]
+    ) -> int:
+        """Prompt tokens of a request, asked of the engine's tokenizer (0 if unknown)."""
+        return 0
+
+    def model_bytes(self, spec: ModelSpec) -> int:
+        """Size of the model's local files (0 when remote); larger models start first."""
+        if not spec.model:
+            return 0
+        try:
+            path = Path(resolve_model_source(spec.model))
+        except SparkstackError:
+            return 0
+        if path.is_file():
+            return path.stat().st_size
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return 0
+
+    @staticmethod
+    def venv_command(
+        spec: ModelSpec, settings: Settings, venv: str, module: str, install_hint: str
+    ) -> list[str]:
+        """``spec.command``, else ``SPARKSTACK_HOME/engines/<venv>/bin/python -m module``."""
+        if spec.command:
+            return list(spec.command)
+        python = settings.engines_dir / venv / "bin" / "python"
+        if not python.exists():
+            raise EngineError(
+                f"models.{spec.name}: engine {spec.engine!r} is not installed ({python} is "
+                f"missing); {install_hint}, or set command: to a python that has it"
+            )
+        return [str(python), "-m", module]
+
+
+def local_source_env(source: str) -> dict[str, str]:
+    """A model that is a local path never needs the hub: keep the engine offline."""
+    return {"HF_HUB_OFFLINE": "1"} if Path(source).exists() else {}

@@ -1,0 +1,29 @@
+"""A model already served elsewhere (another machine, a running Ollama or vLLM):
+routed like the others, never started or stopped by sparkstack."""
+
+from __future__ import annotations
+
+from sparkstack.engines.base import EngineAdapter, LaunchSpec
+from sparkstack.engines.registry import register_engine
+from sparkstack.errors import EngineError
+from sparkstack.settings import Settings
+from sparkstack.stack.schema import ModelSpec
+
+
+@register_engine
+class ExternalEngine(EngineAdapter):
+    name = "external"
+    managed = False
+
+    def launch(self, spec: ModelSpec, port: int, settings: Settings) -> LaunchSpec:
+        raise EngineError(f"models.{spec.name}: an external model is not started by sparkstack")
+
+    def base_url(self, spec: ModelSpec, port: int | None) -> str:
+        assert spec.url is not None  # the schema requires url: for external
+        return spec.url.rstrip("/").removesuffix("/v1")
+
+    def upstream_model(self, spec: ModelSpec) -> str:
+        return spec.model or spec.name
+
+    def model_bytes(self, spec: ModelSpec) -> int:
+        return 0

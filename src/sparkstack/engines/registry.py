@@ -1,0 +1,44 @@
+"""Engines by name. Built-in adapters register the same way a third party does:
+through ``register_engine`` or the ``sparkstack.engines`` entry-point group."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+from sparkstack.engines.base import EngineAdapter
+from sparkstack.errors import EngineError
+
+_ENGINES: dict[str, EngineAdapter] = {}
+_loaded = False
+
+
+def register_engine(adapter: type[EngineAdapter]) -> type[EngineAdapter]:
+    """Class decorator: make ``adapter`` available under ``adapter.name``."""
+    _ENGINES[adapter.name] = adapter()
+    return adapter
+
+
+def _load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    from sparkstack.engines import external, llamacpp, vllm  # noqa: F401  (they register)
+
+    for entry in entry_points(group="sparkstack.engines"):
+        register_engine(entry.load())
+
+
+def known_engines() -> list[str]:
+    _load()
+    return sorted(_ENGINES)
+
+
+def get_engine(name: str) -> EngineAdapter:
+    _load()
+    try:
+        return _ENGINES[name]
+    except KeyError:
+        raise EngineError(
+            f"unknown engine {name!r}; use one of: {', '.join(sorted(_ENGINES))}"
+        ) from None

@@ -1,0 +1,56 @@
+"""The one exception tree of sparkstack.
+
+Every error a user can see is a ``SparkstackError`` whose message says what was
+wrong and what to do about it. Third-party exceptions (yaml, pydantic, OSError,
+aiohttp) are mapped into this tree at the boundary that calls them, with
+``raise ... from exc``::
+
+    SparkstackError
+    ├── StackError            the stack file: syntax, schema, references
+    ├── EngineError           an engine adapter: missing runtime, bad options
+    │   └── EngineStartError  a process that did not become ready
+    ├── SupervisorError       process management, run state of `up`/`down`
+    └── GatewayError          the HTTP gateway (carried to clients as OpenAI errors)
+"""
+
+from __future__ import annotations
+
+
+class SparkstackError(Exception):
+    """Base of every error sparkstack raises on purpose."""
+
+
+class StackError(SparkstackError):
+    """The stack file is unreadable or invalid; the message names file, line and field."""
+
+
+class EngineError(SparkstackError):
+    """An engine adapter cannot build or run its command."""
+
+
+class EngineStartError(EngineError):
+    """An engine process exited or timed out before it became ready."""
+
+
+class SupervisorError(SparkstackError):
+    """Starting, tracking or stopping processes failed."""
+
+
+class GatewayError(SparkstackError):
+    """A request could not be served; carries the HTTP status and OpenAI error fields."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        error_type: str,
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.error_type = error_type
+        self.code = code
+        self.param = param

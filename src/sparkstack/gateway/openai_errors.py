@@ -1,0 +1,38 @@
+"""Errors in the OpenAI error shape, as a JSON response (before a stream starts)
+or as an in-band SSE event (after a 200 was already sent)."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from sparkstack.errors import GatewayError
+
+
+def error_body(error: GatewayError) -> dict[str, object]:
+    return {
+        "error": {
+            "message": error.message,
+            "type": error.error_type,
+            "param": error.param,
+            "code": error.code,
+        }
+    }
+
+
+def error_response(error: GatewayError) -> web.Response:
+    return web.json_response(error_body(error), status=error.status)
+
+
+def sse_error_event(error: GatewayError) -> bytes:
+    """An SSE ``data:`` event carrying the error, followed by ``[DONE]``."""
+    return b"data: " + json.dumps(error_body(error)).encode() + b"\n\ndata: [DONE]\n\n"
+
+
+def bad_request(message: str, param: str | None = None) -> GatewayError:
+    return GatewayError(message, status=400, error_type="invalid_request_error", param=param)
+
+
+def upstream_error(message: str, status: int = 502) -> GatewayError:
+    return GatewayError(message, status=status, error_type="upstream_error", code="engine_error")

@@ -1,0 +1,94 @@
+"""`sparkstack up` as a Python API: gateway and supervisor on one event loop,
+the run file written for other shells, and a bounded, reported shutdown on
+SIGINT/SIGTERM that leaves no engine process behind."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+
+import aiohttp
+from aiohttp import web
+
+from sparkstack.errors import SupervisorError
+from sparkstack.gateway import build_app
+from sparkstack.settings import Settings
+from sparkstack.stack.schema import Stack
+from sparkstack.supervisor import ModelRuntime, Supervisor
+from sparkstack.supervisor.process import pid_alive
+from sparkstack.supervisor.run_file import RunFile
+
+log = logging.getLogger("sparkstack")
+
+
+def install_uvloop() -> None:
+    """Use uvloop where it is installed; the stdlib loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def start_gateway(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        if exc.errno == errno.EADDRINUSE:
+            raise SupervisorError(
+                f"{host}:{port} is already in use; stop what listens there (`sparkstack "
+                "down` if it is another stack) or pick another gateway.listen / --listen"
+            ) from exc
+        raise SupervisorError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    return runner
+
+
+async def serve(stack: Stack, settings: Settings) -> None:
+    """Run the stack until SIGINT or SIGTERM."""
+    existing = RunFile.read(settings.run_file)
+    if existing and pid_alive(existing.pid):
+        raise SupervisorError(
+            f"a stack is already running (pid {existing.pid}, {existing.gateway_url}); "
+            "run `sparkstack down` first"
+        )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    host, port = stack.gateway.host, stack.gateway.port
+    gateway_url = f"http://{host}:{port}"
+    run_file = RunFile(pid=os.getpid(), gateway_url=gateway_url)
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+
+        def record(runtime: ModelRuntime) -> None:
+            if runtime.pid is not None:
+                run_file.engines[runtime.name] = runtime.pid
+            run_file.write(settings.run_file)
+
+        supervisor = Supervisor(stack, settings, session, on_change=record)
+        runner = await start_gateway(build_app(supervisor.models, session), host, port)
+        run_file.write(settings.run_file)
+        log.info("gateway listening on %s (models: %s)", gateway_url, ", ".join(stack.models))
+        starting = asyncio.create_task(supervisor.start_all())
+        try:
+            await stop.wait()
+            log.info("shutting down")
+        finally:
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            await runner.cleanup()
+            await supervisor.stop_all()
+            RunFile.remove(settings.run_file)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)

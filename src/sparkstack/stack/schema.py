@@ -1,0 +1,179 @@
+"""Schema of the stack file (strict: unknown keys are errors).
+
+A stack names the machine, the host reserve, the gateway and the models. Field
+descriptions double as the stack file reference in the README.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string like ``90``, ``30s``, ``30m``, ``2h``, ``500ms``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 30s, 30m or 2h")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    raise ValueError(f"{value!r} is not a duration; write e.g. 90, 30s, 30m or 2h")
+
+
+Seconds = Annotated[float, Field(ge=0)]
+
+
+class Policy(StrEnum):
+    ALWAYS_ON = "always_on"
+    ON_DEMAND = "on_demand"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySpec(_Strict):
+    listen: str = Field(default="127.0.0.1:8080", description="host:port the gateway binds to.")
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not host:port; write e.g. 127.0.0.1:8080")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class ModelSpec(_Strict):
+    """One served model. ``name`` is filled from its key under ``models:``."""
+
+    name: str = Field(default="", description="The key under models:; clients send it as model.")
+    engine: str = Field(description="vllm | llamacpp | external (see `sparkstack engines`).")
+    model: str | None = Field(
+        default=None,
+        description=(
+            "What the engine loads: a HF repo id, a local folder, a .gguf file, or "
+            "pkg:PACKAGE/PATH for a file shipped in an installed Python package. "
+            "For external: the model name the upstream expects (default: the key)."
+        ),
+    )
+    aliases: list[str] = Field(default_factory=list, description="Other names routed here.")
+    context: int | None = Field(default=None, gt=0, description="Max tokens per sequence.")
+    concurrency: int | None = Field(
+        default=None, gt=0, description="Sequences that must fit at full context."
+    )
+    policy: Policy = Field(default=Policy.ALWAYS_ON, description="always_on | on_demand.")
+    idle_timeout: Seconds = Field(
+        default=1800.0, description="on_demand only: idle time before it is put away (30m)."
+    )
+    kv_cache_gib: float | None = Field(
+        default=None, gt=0, description="Pin the KV-cache pool size instead of deriving it."
+    )
+    command: list[str] | None = Field(
+        default=None,
+        description=(
+            "Command prefix that starts the engine (e.g. a venv's python -m ..., or "
+            "docker run ...). Default: the engine's venv under SPARKSTACK_HOME."
+        ),
+    )
+    args: list[str] = Field(default_factory=list, description="Extra engine arguments.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra engine environment.")
+    url: str | None = Field(default=None, description="external only: the upstream base URL.")
+    api_key_env: str | None = Field(
+        default=None,
+        description="Name of the environment variable holding the upstream's API key.",
+    )
+    startup_timeout: Seconds = Field(default=900.0, description="Seconds to become ready.")
+    stop_timeout: Seconds = Field(default=10.0, description="Seconds between SIGTERM and SIGKILL.")
+
+    _parse_durations = field_validator(
+        "idle_timeout", "startup_timeout", "stop_timeout", mode="before"
+    )(lambda cls, v: parse_duration(v))
+
+    @field_validator("engine")
+    @classmethod
+    def _check_engine(cls, value: str) -> str:
+        from sparkstack.engines.registry import known_engines
+
+        known = known_engines()
+        if value not in known:
+            raise ValueError(f"unknown engine {value!r}; use one of: {', '.join(known)}")
+        return value
+
+    @field_validator("aliases")
+    @classmethod
+    def _check_aliases(cls, value: list[str]) -> list[str]:
+        for alias in value:
+            if not _NAME.match(alias):
+                raise ValueError(f"alias {alias!r} must be letters, digits and ._:/- only")
+        return value
+
+    @model_validator(mode="after")
+    def _check_engine_fields(self) -> ModelSpec:
+        if self.engine == "external":
+            if not self.url:
+                raise ValueError("engine external needs url: (e.g. http://10.0.0.5:8000)")
+        elif not self.model:
+            raise ValueError(
+                f"engine {self.engine} needs model: (a HF repo id, a folder or a .gguf file)"
+            )
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        return [self.name, *self.aliases]
+
+
+class Stack(_Strict):
+    machine: str = Field(default="auto", description="auto, or a profile name (dgx-spark).")
+    host_reserve_gib: float = Field(
+        default=20.0, ge=0, description="Memory never handed to engines (GiB)."
+    )
+    gateway: GatewaySpec = Field(default_factory=GatewaySpec)
+    models: dict[str, ModelSpec] = Field(description="The served models, by name.")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _name_models(cls, value: object) -> object:
+        if isinstance(value, dict):
+            named: dict[str, object] = {}
+            for key, entry in value.items():
+                if not isinstance(key, str) or not _NAME.match(key):
+                    raise ValueError(f"model name {key!r} must be letters, digits and ._:/- only")
+                named[key] = {**entry, "name": key} if isinstance(entry, dict) else entry
+            return named
+        return value
+
+    @field_validator("models", mode="after")
+    @classmethod
+    def _check_unique_names(cls, value: dict[str, ModelSpec]) -> dict[str, ModelSpec]:
+        if not value:
+            raise ValueError("models: is empty; add at least one model")
+        owner: dict[str, str] = {}
+        for spec in value.values():
+            for name in spec.names:
+                if name in owner and owner[name] != spec.name:
+                    raise ValueError(
+                        f"models.{spec.name}.aliases: {name!r} is already a name or alias of "
+                        f"model {owner[name]!r}; every name must be unique - rename or remove it"
+                    )
+                owner[name] = spec.name
+        return value

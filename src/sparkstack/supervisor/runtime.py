@@ -1,0 +1,47 @@
+"""The live state of one configured model, shared by the supervisor (which
+changes it) and the gateway (which reads it to route)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from sparkstack.engines.base import EngineAdapter
+from sparkstack.stack.schema import ModelSpec
+from sparkstack.supervisor.process import ManagedProcess
+
+
+class ModelState(StrEnum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+    FAILED = "failed"
+
+
+@dataclass
+class ModelRuntime:
+    spec: ModelSpec
+    adapter: EngineAdapter
+    state: ModelState = ModelState.STOPPED
+    port: int | None = None
+    process: ManagedProcess | None = None
+    error: str | None = None
+    base_url: str = ""
+    ready_seconds: float | None = None
+    upstream_model: str = field(init=False)
+    api_key: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.upstream_model = self.adapter.upstream_model(self.spec)
+        self.api_key = self.adapter.api_key(self.spec)
+        if not self.adapter.managed:
+            self.base_url = self.adapter.base_url(self.spec, None)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None

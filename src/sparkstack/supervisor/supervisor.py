@@ -1,0 +1,141 @@
+"""The supervisor: starts the stack's engines in order (largest first, each
+ready before the next), watches them, and stops them all on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import aiohttp
+
+from sparkstack.engines.registry import get_engine
+from sparkstack.errors import SparkstackError
+from sparkstack.settings import Settings
+from sparkstack.stack.schema import Policy, Stack
+from sparkstack.supervisor.ports import free_port
+from sparkstack.supervisor.process import ManagedProcess, describe_exit
+from sparkstack.supervisor.readiness import wait_ready
+from sparkstack.supervisor.runtime import ModelRuntime, ModelState
+
+log = logging.getLogger("sparkstack.supervisor")
+
+ChangeListener = Callable[[ModelRuntime], None]
+
+
+class Supervisor:
+    def __init__(
+        self,
+        stack: Stack,
+        settings: Settings,
+        session: aiohttp.ClientSession,
+        on_change: ChangeListener | None = None,
+    ) -> None:
+        self.stack = stack
+        self.settings = settings
+        self.session = session
+        self.on_change = on_change
+        self.models: dict[str, ModelRuntime] = {
+            name: ModelRuntime(spec=spec, adapter=get_engine(spec.engine))
+            for name, spec in stack.models.items()
+        }
+        for runtime in self.models.values():
+            if not runtime.adapter.managed:
+                runtime.state = ModelState.READY
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._locks = {name: asyncio.Lock() for name in self.models}
+
+    def start_order(self) -> list[ModelRuntime]:
+        """Managed always-on models, largest first (the biggest allocation goes in first)."""
+        managed = [
+            rt
+            for rt in self.models.values()
+            if rt.adapter.managed and rt.spec.policy is Policy.ALWAYS_ON
+        ]
+        return sorted(managed, key=lambda rt: rt.adapter.model_bytes(rt.spec), reverse=True)
+
+    async def start_all(self) -> None:
+        """Start every always-on model in order; one that fails does not stop the others."""
+        for runtime in self.start_order():
+            try:
+                await self.start(runtime.name)
+            except SparkstackError as exc:
+                log.error("%s", exc)
+
+    async def start(self, name: str) -> ModelRuntime:
+        runtime = self.models[name]
+        async with self._locks[name]:
+            if runtime.state is ModelState.READY:
+                return runtime
+            port = free_port()
+            try:
+                launch = runtime.adapter.launch(runtime.spec, port, self.settings)
+            except SparkstackError as exc:
+                self._set(runtime, ModelState.FAILED, str(exc))
+                raise
+            process = ManagedProcess(
+                name, launch.argv, launch.env, self.settings.log_dir / f"{name}.log"
+            )
+            runtime.port, runtime.process = port, process
+            runtime.base_url = runtime.adapter.base_url(runtime.spec, port)
+            self._set(runtime, ModelState.STARTING)
+            log.info(
+                "starting %s (%s) on port %d; log: %s",
+                name,
+                runtime.spec.engine,
+                port,
+                process.log_path,
+            )
+            try:
+                await process.start()
+                runtime.ready_seconds = await wait_ready(
+                    self.session,
+                    runtime.base_url + launch.ready_path,
+                    process,
+                    runtime.spec.startup_timeout,
+                )
+            except SparkstackError as exc:
+                await process.stop(runtime.spec.stop_timeout)
+                self._set(runtime, ModelState.FAILED, str(exc))
+                raise
+            except asyncio.CancelledError:
+                await process.stop(runtime.spec.stop_timeout)
+                self._set(runtime, ModelState.STOPPED, "start cancelled")
+                raise
+            self._set(runtime, ModelState.READY)
+            log.info("%s is ready (%.1fs)", name, runtime.ready_seconds)
+            self._watchers[name] = asyncio.create_task(self._watch(runtime, process))
+            return runtime
+
+    async def _watch(self, runtime: ModelRuntime, process: ManagedProcess) -> None:
+        returncode = await process.wait()
+        if runtime.process is process and runtime.state is ModelState.READY:
+            message = f"engine {describe_exit(returncode)}; see {process.log_path}"
+            log.error("%s: %s", runtime.name, message)
+            self._set(runtime, ModelState.FAILED, message)
+
+    async def stop(self, name: str) -> str:
+        runtime = self.models[name]
+        process = runtime.process
+        if process is None or not runtime.adapter.managed:
+            return "not running"
+        watcher = self._watchers.pop(name, None)
+        if watcher:
+            watcher.cancel()
+        self._set(runtime, ModelState.STOPPING)
+        outcome = await process.stop(runtime.spec.stop_timeout)
+        runtime.process = None
+        self._set(runtime, ModelState.STOPPED)
+        log.info("stopped %s: %s", name, outcome)
+        return outcome
+
+    async def stop_all(self) -> dict[str, str]:
+        names = [rt.name for rt in self.models.values() if rt.process is not None]
+        outcomes = await asyncio.gather(*(self.stop(name) for name in names))
+        return dict(zip(names, outcomes, strict=True))
+
+    def _set(self, runtime: ModelRuntime, state: ModelState, error: str | None = None) -> None:
+        runtime.state = state
+        runtime.error = error
+        if self.on_change:
+            self.on_change(runtime)
