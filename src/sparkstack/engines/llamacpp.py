@@ -42,6 +42,9 @@ class LlamaCppEngine(EngineAdapter):
             "--n_ctx", str(spec.context or DEFAULT_CONTEXT),
             "--n_threads", threads,
             "--n_threads_batch", threads,
+            # The default (True) aborts a running stream whenever another request
+            # arrives: behind a shared gateway, requests must queue instead.
+            "--interrupt_requests", "False",
             *spec.args,
         ]  # fmt: skip
         return LaunchSpec(

@@ -72,6 +72,13 @@ class Forwarder:
         if runtime.api_key:
             headers["Authorization"] = f"Bearer {runtime.api_key}"
         url = runtime.base_url + request.path_qs
+        counter = None
+        if wants_stream_usage(payload) and not runtime.adapter.reports_stream_usage:
+            # Asked before the request itself: single-slot engines serve one at a time.
+            prompt_tokens = await runtime.adapter.count_prompt_tokens(
+                self.session, runtime.base_url, payload
+            )
+            counter = UsageCounter(prompt_tokens)
         try:
             upstream_cm = self.session.post(
                 url, data=body, headers=headers, timeout=_UPSTREAM_TIMEOUT
@@ -79,13 +86,6 @@ class Forwarder:
             async with upstream_cm as upstream:
                 content_type = upstream.headers.get("Content-Type", "application/json")
                 if content_type.startswith("text/event-stream"):
-                    counter = None
-                    if wants_stream_usage(payload) and not runtime.adapter.reports_stream_usage:
-                        counter = UsageCounter(
-                            await runtime.adapter.count_prompt_tokens(
-                                self.session, runtime.base_url, payload
-                            )
-                        )
                     return await self._relay_stream(request, upstream, runtime, counter)
                 data = await upstream.read()
                 return web.Response(
@@ -114,12 +114,18 @@ class Forwarder:
             headers={"Content-Type": upstream.headers["Content-Type"], **_STREAM_HEADERS},
         )
         await response.prepare(request)
+        tail = b""
         try:
             async for chunk in upstream.content.iter_any():
                 await response.write(counter.feed(chunk) if counter else chunk)
+                tail = chunk
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
             if request.transport is None or request.transport.is_closing():
                 raise
+            if tail.rstrip().endswith(b"[DONE]"):
+                # The stream was complete; only the connection's close was unclean.
+                await response.write_eof()
+                return response
             error = upstream_error(
                 f"The engine of model {runtime.name!r} stopped in the middle of the stream."
             )

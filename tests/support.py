@@ -1,0 +1,99 @@
+"""Helpers shared by the test tiers: a `sparkstack up` subprocess on free ports
+with its own state directory, and polling for readiness."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from sparkstack.supervisor.ports import free_port
+from sparkstack.supervisor.process import pid_alive
+
+REPO = Path(__file__).resolve().parent.parent
+SPARKSTACK = [sys.executable, "-m", "sparkstack"]
+
+
+def get_json(url: str, timeout: float = 10.0) -> dict[str, object]:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        data: dict[str, object] = json.load(response)
+        return data
+
+
+@dataclass
+class UpProcess:
+    """A `sparkstack up` child process and where it serves."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    env: dict[str, str]
+    state_dir: Path
+    log_path: Path
+
+    def health(self) -> dict[str, object] | None:
+        try:
+            return get_json(self.url + "/health", timeout=2)
+        except (urllib.error.URLError, OSError):
+            return None
+
+    def wait_ready(self, timeout: float) -> dict[str, object]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"sparkstack up exited early:\n{self.output()}")
+            health = self.health()
+            if health and health.get("status") == "ok":
+                return health
+            time.sleep(0.5)
+        raise AssertionError(f"stack not ready after {timeout}s:\n{self.output()}")
+
+    def engine_pids(self) -> dict[str, int]:
+        run = json.loads((self.state_dir / "run.json").read_text())
+        engines: dict[str, int] = run["engines"]
+        return engines
+
+    def sparkstack(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*SPARKSTACK, *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+
+    def interrupt(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_up(stack_file: Path | None, state_dir: Path) -> UpProcess:
+    port = free_port()
+    env = {**os.environ, "SPARKSTACK_STATE_DIR": str(state_dir), "PYTHONUNBUFFERED": "1"}
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log_path = state_dir / "up.out"
+    args = [*SPARKSTACK, "up", "--listen", f"127.0.0.1:{port}"]
+    if stack_file is not None:
+        args.insert(len(SPARKSTACK) + 1, str(stack_file))
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+    return UpProcess(proc, f"http://127.0.0.1:{port}", env, state_dir, log_path)
+
+
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Pids still alive after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in alive if pid_alive(pid)]
+        time.sleep(0.1)
+    return [pid for pid in alive if pid_alive(pid)]
