@@ -1,0 +1,55 @@
+"""The catalog of models from the field reports (shared/seeds): their published
+config.json, parameter counts and weight sizes, and the sm_121 caveats that
+become plan warnings. Lets `inspect` and `plan` work offline for these models."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib.resources import files
+
+from pydantic import BaseModel, Field
+
+from sparkstack.modelfacts.quant_formats import BITS_PER_WEIGHT
+
+
+class CatalogEntry(BaseModel):
+    id: str
+    config: dict[str, object]
+    total_params: int
+    active_params: int
+    weight_params_by_format: dict[str, int] = Field(default_factory=dict)
+    """Parameters stored in each format; the rest are in ``rest_format``."""
+    rest_format: str = "BF16"
+    weight_bytes_by_format: dict[str, int] = Field(default_factory=dict)
+    """Published sizes, used as they are when given."""
+    source: str
+    warnings: list[str] = Field(default_factory=list)
+
+    def bytes_by_format(self) -> dict[str, int]:
+        if self.weight_bytes_by_format:
+            return dict(self.weight_bytes_by_format)
+        out = {
+            fmt: int(params * BITS_PER_WEIGHT[fmt] / 8)
+            for fmt, params in self.weight_params_by_format.items()
+        }
+        rest = self.total_params - sum(self.weight_params_by_format.values())
+        out[self.rest_format] = out.get(self.rest_format, 0) + int(
+            rest * BITS_PER_WEIGHT[self.rest_format] / 8
+        )
+        return out
+
+
+@cache
+def catalog() -> dict[str, CatalogEntry]:
+    folder = files("sparkstack.modelfacts").joinpath("catalog")
+    entries = {}
+    for item in folder.iterdir():
+        if item.name.endswith(".json"):
+            entry = CatalogEntry.model_validate(json.loads(item.read_text(encoding="utf-8")))
+            entries[entry.id.lower()] = entry
+    return entries
+
+
+def find(model_id: str) -> CatalogEntry | None:
+    return catalog().get(model_id.lower())
