@@ -16,6 +16,7 @@ from aiohttp import web
 
 from sparkstack.errors import SupervisorError
 from sparkstack.gateway import build_app
+from sparkstack.planner.plan import StackPlan
 from sparkstack.settings import Settings
 from sparkstack.stack.schema import Stack
 from sparkstack.supervisor import ModelRuntime, Supervisor
@@ -51,7 +52,7 @@ async def start_gateway(app: web.Application, host: str, port: int) -> web.AppRu
     return runner
 
 
-async def serve(stack: Stack, settings: Settings) -> None:
+async def serve(stack: Stack, settings: Settings, plan: StackPlan | None = None) -> None:
     """Run the stack until SIGINT or SIGTERM."""
     existing = RunFile.read(settings.run_file)
     if existing and pid_alive(existing.pid):
@@ -75,7 +76,7 @@ async def serve(stack: Stack, settings: Settings) -> None:
                 run_file.engines[runtime.name] = runtime.pid
             run_file.write(settings.run_file)
 
-        supervisor = Supervisor(stack, settings, session, on_change=record)
+        supervisor = Supervisor(stack, settings, session, on_change=record, plan=plan)
         runner = await start_gateway(build_app(supervisor.models, session), host, port)
         run_file.write(settings.run_file)
         log.info("gateway listening on %s (models: %s)", gateway_url, ", ".join(stack.models))

@@ -27,7 +27,7 @@ models:
 """
     )
     assert message.startswith("stack.yaml line 4: models.brain.engine: unknown engine 'vllmm'")
-    assert "use one of: external, llamacpp, vllm" in message
+    assert "use one of: external, llamacpp, sglang, trtllm, vllm" in message
 
 
 def test_missing_model_names_field_and_fix() -> None:

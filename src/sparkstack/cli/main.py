@@ -50,15 +50,71 @@ def up(stack_file: Path | None, listen: str | None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
     )
+    from sparkstack.planner.plan import build_plan
+    from sparkstack.planner.render import render_plan
+
     try:
         stack = _load(stack_file, listen)
+        plan = build_plan(stack)
+        if not plan.fits:
+            click.echo(render_plan(plan), err=True)
+            raise SparkstackError(
+                "the stack does not fit this machine (plan above); nothing was started"
+            )
+        for model in plan.models:
+            for warning in model.warnings:
+                logging.getLogger("sparkstack").warning("%s: %s", model.name, warning)
         install_uvloop()
-        asyncio.run(serve(stack, Settings.from_env()))
+        asyncio.run(serve(stack, Settings.from_env(), plan))
     except SparkstackError as exc:
         _fail(exc)
     except ValueError as exc:  # pydantic's error for a bad --listen
         click.echo(f"error: --listen: {exc}", err=True)
         sys.exit(2)
+
+
+@cli.command()
+@click.argument("source")
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
+@click.option("--offline", is_flag=True, help="Never ask the hub; cache and catalog only.")
+def inspect(source: str, as_json: bool, offline: bool) -> None:
+    """Model facts of SOURCE: a HF folder, a .gguf file, or a HF repo id."""
+    from sparkstack.modelfacts.inspect import inspect_source
+    from sparkstack.planner.render import render_facts
+
+    try:
+        facts = inspect_source(source, offline=offline)
+    except SparkstackError as exc:
+        _fail(exc)
+    click.echo(facts.model_dump_json(indent=2) if as_json else render_facts(facts))
+
+
+@cli.command()
+@click.argument("stack_file", required=False, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (stable schema).")
+@click.option("--explain", is_flag=True, help="Show how each number is derived.")
+@click.option("--machine", "machine_name", help="Plan for this profile instead (dgx-spark).")
+@click.option("--offline", is_flag=True, help="Never ask the hub; cache and catalog only.")
+def plan(
+    stack_file: Path | None, as_json: bool, explain: bool, machine_name: str | None, offline: bool
+) -> None:
+    """Will STACK_FILE fit, and with which engine flags? Starts nothing.
+    Exit code 0 when it fits, 1 when it does not."""
+    from functools import partial
+
+    from sparkstack.modelfacts.inspect import inspect_source
+    from sparkstack.planner.machine import resolve_machine
+    from sparkstack.planner.plan import build_plan
+    from sparkstack.planner.render import render_plan
+
+    try:
+        stack = _load(stack_file, None)
+        machine = resolve_machine(machine_name) if machine_name else None
+        result = build_plan(stack, machine, partial(inspect_source, offline=offline))
+    except SparkstackError as exc:
+        _fail(exc)
+    click.echo(result.model_dump_json(indent=2) if as_json else render_plan(result, explain))
+    sys.exit(0 if result.fits else 1)
 
 
 @cli.command()

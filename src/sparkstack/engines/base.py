@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 import aiohttp
 
 from sparkstack.errors import EngineError, SparkstackError
+from sparkstack.modelfacts.facts import ModelFacts
+from sparkstack.planner.machine import MachineProfile
 from sparkstack.settings import Settings
 from sparkstack.stack.schema import ModelSpec
 from sparkstack.stack.sources import resolve_model_source
@@ -32,6 +34,27 @@ class LaunchSpec:
     """Path on the engine that answers 200 once it serves requests."""
 
 
+@dataclass
+class MemoryEstimate:
+    """What one engine will hold for one model, and the flags that make it so."""
+
+    weights_bytes: int
+    kv_bytes_per_token: int
+    kv_bytes: int
+    kv_tokens: int
+    overhead_bytes: int
+    spike_bytes: int
+    """Transient on top of the resident total at the first requests (CUDA graphs,
+    torch.compile); gone after warm-up but must fit in the headroom."""
+    engine_args: list[str] = field(default_factory=list)
+    engine_env: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_bytes + self.overhead_bytes
+
+
 class EngineAdapter(ABC):
     """One engine kind. Subclasses set ``name`` and register with ``register_engine``."""
 
@@ -43,8 +66,18 @@ class EngineAdapter(ABC):
     adds the usage chunk, with prompt tokens from ``count_prompt_tokens``."""
 
     @abstractmethod
-    def launch(self, spec: ModelSpec, port: int, settings: Settings) -> LaunchSpec:
-        """The process to start so that the engine serves ``spec`` on 127.0.0.1:``port``."""
+    def launch(
+        self, spec: ModelSpec, port: int, settings: Settings, planned: MemoryEstimate | None
+    ) -> LaunchSpec:
+        """The process to start so that the engine serves ``spec`` on 127.0.0.1:``port``,
+        with the planner's ``engine_args``/``engine_env`` when there is a plan."""
+
+    def memory(
+        self, facts: ModelFacts, spec: ModelSpec, machine: MachineProfile, free_at_start: int
+    ) -> MemoryEstimate:
+        """The engine's memory model: weights, KV, overhead, spike, and their flags.
+        ``free_at_start`` is what the models started before it leave free."""
+        raise EngineError(f"models.{spec.name}: engine {spec.engine!r} has no memory model")
 
     def base_url(self, spec: ModelSpec, port: int | None) -> str:
         """Where the gateway forwards ``/v1/...`` requests for this model."""
@@ -99,3 +132,14 @@ class EngineAdapter(ABC):
 def local_source_env(source: str) -> dict[str, str]:
     """A model that is a local path never needs the hub: keep the engine offline."""
     return {"HF_HUB_OFFLINE": "1"} if Path(source).exists() else {}
+
+
+def kv_dtype_bytes(spec: ModelSpec, facts: ModelFacts) -> int:
+    """Bytes per KV element: fp8 = 1, auto = the model's dtype."""
+    return 1 if spec.kv_cache_dtype == "fp8" else facts.dtype_bytes
+
+
+def planned_parts(planned: MemoryEstimate | None) -> tuple[list[str], dict[str, str]]:
+    if planned is None:
+        return [], {}
+    return list(planned.engine_args), dict(planned.engine_env)

@@ -3,9 +3,11 @@ routed like the others, never started or stopped by sparkstack."""
 
 from __future__ import annotations
 
-from sparkstack.engines.base import EngineAdapter, LaunchSpec
+from sparkstack.engines.base import EngineAdapter, LaunchSpec, MemoryEstimate
 from sparkstack.engines.registry import register_engine
 from sparkstack.errors import EngineError
+from sparkstack.modelfacts.facts import ModelFacts
+from sparkstack.planner.machine import MachineProfile
 from sparkstack.settings import Settings
 from sparkstack.stack.schema import ModelSpec
 
@@ -15,7 +17,9 @@ class ExternalEngine(EngineAdapter):
     name = "external"
     managed = False
 
-    def launch(self, spec: ModelSpec, port: int, settings: Settings) -> LaunchSpec:
+    def launch(
+        self, spec: ModelSpec, port: int, settings: Settings, planned: MemoryEstimate | None
+    ) -> LaunchSpec:
         raise EngineError(f"models.{spec.name}: an external model is not started by sparkstack")
 
     def base_url(self, spec: ModelSpec, port: int | None) -> str:
@@ -27,3 +31,8 @@ class ExternalEngine(EngineAdapter):
 
     def model_bytes(self, spec: ModelSpec) -> int:
         return 0
+
+    def memory(
+        self, facts: ModelFacts, spec: ModelSpec, machine: MachineProfile, free_at_start: int
+    ) -> MemoryEstimate:
+        return MemoryEstimate(0, 0, 0, 0, 0, 0, notes=["served elsewhere: uses no memory here"])

@@ -23,7 +23,7 @@ def _load() -> None:
     if _loaded:
         return
     _loaded = True
-    from sparkstack.engines import external, llamacpp, vllm  # noqa: F401  (they register)
+    from sparkstack.engines import external, llamacpp, sglang, trtllm, vllm  # noqa: F401
 
     for entry in entry_points(group="sparkstack.engines"):
         register_engine(entry.load())

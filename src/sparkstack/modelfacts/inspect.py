@@ -161,7 +161,7 @@ def _gguf_layers(gguf: GGUFFile, arch: str) -> list[LayerSpec]:
                 head_dim_k=key_len,
                 head_dim_v=value_len,
                 window=window if sliding else None,
-            )  # fmt: skip
+            )
         )
     return layers
 

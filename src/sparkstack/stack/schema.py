@@ -62,6 +62,15 @@ class GatewaySpec(_Strict):
         return int(self.listen.rpartition(":")[2])
 
 
+class MachineSpec(_Strict):
+    """A machine given by its numbers instead of a profile name."""
+
+    total_gib: float = Field(gt=0, description="Memory the engines draw from (GiB).")
+    bandwidth_gbs: float | None = Field(default=None, gt=0, description="Memory GB/s.")
+    unified: bool = Field(default=True, description="CPU and GPU share the memory.")
+    device: str = Field(default="cuda", description="cuda or cpu.")
+
+
 class ModelSpec(_Strict):
     """One served model. ``name`` is filled from its key under ``models:``."""
 
@@ -83,6 +92,10 @@ class ModelSpec(_Strict):
     policy: Policy = Field(default=Policy.ALWAYS_ON, description="always_on | on_demand.")
     idle_timeout: Seconds = Field(
         default=1800.0, description="on_demand only: idle time before it is put away (30m)."
+    )
+    kv_cache_dtype: str = Field(default="auto", description="auto (model dtype) or fp8.")
+    enforce_eager: bool = Field(
+        default=False, description="No CUDA graphs / torch.compile: no first-request spike."
     )
     kv_cache_gib: float | None = Field(
         default=None, gt=0, description="Pin the KV-cache pool size instead of deriving it."
@@ -107,6 +120,13 @@ class ModelSpec(_Strict):
     _parse_durations = field_validator(
         "idle_timeout", "startup_timeout", "stop_timeout", mode="before"
     )(lambda cls, v: parse_duration(v))
+
+    @field_validator("kv_cache_dtype")
+    @classmethod
+    def _check_kv_dtype(cls, value: str) -> str:
+        if value not in ("auto", "fp8"):
+            raise ValueError(f"kv_cache_dtype {value!r}: use auto or fp8")
+        return value
 
     @field_validator("engine")
     @classmethod
@@ -143,7 +163,9 @@ class ModelSpec(_Strict):
 
 
 class Stack(_Strict):
-    machine: str = Field(default="auto", description="auto, or a profile name (dgx-spark).")
+    machine: str | MachineSpec = Field(
+        default="auto", description="auto (probe), a profile name (dgx-spark), or numbers."
+    )
     host_reserve_gib: float = Field(
         default=20.0, ge=0, description="Memory never handed to engines (GiB)."
     )

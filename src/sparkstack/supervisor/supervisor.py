@@ -9,8 +9,10 @@ from collections.abc import Callable
 
 import aiohttp
 
+from sparkstack.engines.base import MemoryEstimate
 from sparkstack.engines.registry import get_engine
 from sparkstack.errors import SparkstackError
+from sparkstack.planner.plan import StackPlan
 from sparkstack.settings import Settings
 from sparkstack.stack.schema import Policy, Stack
 from sparkstack.supervisor.ports import free_port
@@ -30,11 +32,13 @@ class Supervisor:
         settings: Settings,
         session: aiohttp.ClientSession,
         on_change: ChangeListener | None = None,
+        plan: StackPlan | None = None,
     ) -> None:
         self.stack = stack
         self.settings = settings
         self.session = session
         self.on_change = on_change
+        self.plan = plan
         self.models: dict[str, ModelRuntime] = {
             name: ModelRuntime(spec=spec, adapter=get_engine(spec.engine))
             for name, spec in stack.models.items()
@@ -46,7 +50,14 @@ class Supervisor:
         self._locks = {name: asyncio.Lock() for name in self.models}
 
     def start_order(self) -> list[ModelRuntime]:
-        """Managed always-on models, largest first (the biggest allocation goes in first)."""
+        """Managed always-on models, largest first (the biggest allocation goes in first):
+        the plan's order when there is a plan."""
+        if self.plan is not None:
+            return [
+                self.models[name]
+                for name in self.plan.start_order
+                if self.models[name].adapter.managed
+            ]
         managed = [
             rt
             for rt in self.models.values()
@@ -69,7 +80,9 @@ class Supervisor:
                 return runtime
             port = free_port()
             try:
-                launch = runtime.adapter.launch(runtime.spec, port, self.settings)
+                launch = runtime.adapter.launch(
+                    runtime.spec, port, self.settings, self._planned(name)
+                )
             except SparkstackError as exc:
                 self._set(runtime, ModelState.FAILED, str(exc))
                 raise
@@ -106,6 +119,12 @@ class Supervisor:
             log.info("%s is ready (%.1fs)", name, runtime.ready_seconds)
             self._watchers[name] = asyncio.create_task(self._watch(runtime, process))
             return runtime
+
+    def _planned(self, name: str) -> MemoryEstimate | None:
+        if self.plan is None:
+            return None
+        model = self.plan.model(name)
+        return model.estimate() if model.engine_args or model.engine_env else None
 
     async def _watch(self, runtime: ModelRuntime, process: ManagedProcess) -> None:
         returncode = await process.wait()

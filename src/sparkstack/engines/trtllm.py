@@ -1,0 +1,89 @@
+"""TensorRT-LLM (``trtllm-serve``, PyTorch backend) and its memory model.
+
+``kv_cache_config.free_gpu_memory_fraction`` is a fraction of the memory free
+after the weights, activations and everything else already on the device
+(``KvCacheCreator`` in tensorrt_llm/_torch/pyexecutor/_util.py): a model started
+later sees less free memory, so start order matters and the fraction is
+computed from what the models started before it leave.
+"""
+
+from __future__ import annotations
+
+from sparkstack.engines.base import (
+    EngineAdapter,
+    LaunchSpec,
+    MemoryEstimate,
+    kv_dtype_bytes,
+    local_source_env,
+    planned_parts,
+)
+from sparkstack.engines.gpu_estimates import CUDA_RUNTIME_BYTES, activation_peak, graph_spike
+from sparkstack.engines.registry import register_engine
+from sparkstack.errors import EngineError
+from sparkstack.modelfacts.facts import ModelFacts
+from sparkstack.planner.kv_cache import kv_bytes_per_token
+from sparkstack.planner.machine import GIB, MachineProfile
+from sparkstack.settings import Settings
+from sparkstack.stack.schema import ModelSpec
+from sparkstack.stack.sources import resolve_model_source
+
+TOKENS_PER_BLOCK = 32
+
+
+@register_engine
+class TrtLlmEngine(EngineAdapter):
+    name = "trtllm"
+
+    def launch(
+        self, spec: ModelSpec, port: int, settings: Settings, planned: MemoryEstimate | None
+    ) -> LaunchSpec:
+        assert spec.model is not None
+        source = resolve_model_source(spec.model)
+        command = list(spec.command) if spec.command else ["trtllm-serve"]
+        args, env = planned_parts(planned)
+        fraction = env.pop("SPARKSTACK_TRTLLM_FREE_FRACTION", None)
+        if fraction:
+            options = settings.state_dir / f"{spec.name}-trtllm-options.yaml"
+            options.parent.mkdir(parents=True, exist_ok=True)
+            options.write_text(
+                f"kv_cache_config:\n  free_gpu_memory_fraction: {fraction}\n", encoding="utf-8"
+            )
+            args += ["--extra_llm_api_options", str(options)]
+        argv = [*command, source, "--host", "127.0.0.1", "--port", str(port), *args, *spec.args]
+        return LaunchSpec(
+            argv=argv, env={**local_source_env(source), **env, **spec.env}, ready_path="/health"
+        )
+
+    def memory(
+        self, facts: ModelFacts, spec: ModelSpec, machine: MachineProfile, free_at_start: int
+    ) -> MemoryEstimate:
+        dtype_bytes = kv_dtype_bytes(spec, facts)
+        per_token = kv_bytes_per_token(facts, dtype_bytes)
+        max_len = spec.context or facts.max_context or 2048
+        sequences = spec.concurrency or 1
+        blocks = -(-max_len // TOKENS_PER_BLOCK) * sequences
+        pool = (
+            int(spec.kv_cache_gib * GIB)
+            if spec.kv_cache_gib
+            else blocks * TOKENS_PER_BLOCK * per_token
+        )
+        overhead = CUDA_RUNTIME_BYTES + activation_peak(facts, 8192)
+        free_after_weights = free_at_start - facts.weight_bytes - overhead
+        if free_after_weights <= 0:
+            raise EngineError(
+                f"models.{spec.name}: nothing is free for TensorRT-LLM's KV cache after its "
+                "weights when it starts; start it earlier or shrink the models before it"
+            )
+        fraction = min(pool / free_after_weights, 0.99)
+        args = ["--max_seq_len", str(max_len), "--max_batch_size", str(sequences)]
+        return MemoryEstimate(
+            weights_bytes=facts.weight_bytes,
+            kv_bytes_per_token=per_token,
+            kv_bytes=pool,
+            kv_tokens=pool // per_token if per_token else 0,
+            overhead_bytes=overhead,
+            spike_bytes=graph_spike(facts, machine, spec.enforce_eager),
+            engine_args=args,
+            engine_env={"SPARKSTACK_TRTLLM_FREE_FRACTION": f"{fraction:.4f}"},
+            notes=[f"free_gpu_memory_fraction {fraction:.4f} of what is free after its weights"],
+        )

@@ -1,0 +1,260 @@
+"""The plan of a whole stack: per model its weights, KV cache, overhead, first-
+request spike and engine flags; the machine's budget; the start order; whether it
+fits, by how much it overflows, and concrete ways out.
+
+``StackPlan`` is the documented, stable ``sparkstack plan --json`` schema
+(``schema_version`` 1; fields are only ever added).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pydantic import BaseModel, Field
+
+from sparkstack.engines.base import MemoryEstimate
+from sparkstack.engines.registry import get_engine
+from sparkstack.errors import SparkstackError
+from sparkstack.modelfacts.facts import LayerKind, ModelFacts
+from sparkstack.modelfacts.inspect import inspect_source
+from sparkstack.planner.kv_cache import layer_bytes_per_token
+from sparkstack.planner.machine import GIB, MachineProfile, resolve_machine
+from sparkstack.stack.schema import ModelSpec, Policy, Stack
+
+SCHEMA_VERSION = 1
+Inspector = Callable[[str], ModelFacts]
+
+
+class ModelPlan(BaseModel):
+    name: str
+    engine: str
+    model: str | None
+    policy: str
+    weights_bytes: int = 0
+    kv_bytes_per_token: int = 0
+    kv_tokens: int = 0
+    kv_bytes: int = 0
+    overhead_bytes: int = 0
+    spike_bytes: int = 0
+    total_bytes: int = Field(default=0, description="weights + KV + overhead (resident).")
+    engine_args: list[str] = Field(default_factory=list)
+    engine_env: dict[str, str] = Field(default_factory=dict)
+    context: int = 0
+    concurrency: int = 1
+    total_params: int = 0
+    active_params: int = 0
+    decode_ceiling_tok_s: float | None = Field(
+        default=None, description="bandwidth / bytes read per decoded token at full context."
+    )
+    warnings: list[str] = Field(default_factory=list)
+
+    def estimate(self) -> MemoryEstimate:
+        return MemoryEstimate(
+            weights_bytes=self.weights_bytes,
+            kv_bytes_per_token=self.kv_bytes_per_token,
+            kv_bytes=self.kv_bytes,
+            kv_tokens=self.kv_tokens,
+            overhead_bytes=self.overhead_bytes,
+            spike_bytes=self.spike_bytes,
+            engine_args=self.engine_args,
+            engine_env=self.engine_env,
+        )
+
+
+class MachinePlan(BaseModel):
+    name: str
+    device: str
+    unified: bool
+    total_bytes: int
+    reserve_bytes: int
+    budget_bytes: int = Field(description="total - host reserve: what engines may use.")
+    bandwidth_bytes_per_s: float | None
+
+
+class StackPlan(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    machine: MachinePlan
+    models: list[ModelPlan]
+    start_order: list[str]
+    resident_bytes: int = Field(description="Sum of the always-on models' totals.")
+    peak_bytes: int = Field(
+        description="resident + the largest transient: a first-request spike or waking "
+        "the largest on-demand model."
+    )
+    fits: bool
+    overflow_bytes: int
+    suggestions: list[str] = Field(default_factory=list)
+
+    def model(self, name: str) -> ModelPlan:
+        return next(m for m in self.models if m.name == name)
+
+
+def decode_ceiling(facts: ModelFacts, context: int, kv_dtype_bytes: int, bandwidth: float) -> float:
+    """Tokens/s one sequence can decode at most: each token reads the active weights
+    and the KV of the whole context (a window for sliding layers)."""
+    active = (
+        facts.weight_bytes * (facts.active_params / facts.total_params)
+        if facts.total_params
+        else facts.weight_bytes
+    )
+    kv = 0.0
+    for layer in facts.layers:
+        per_token = layer_bytes_per_token(layer, kv_dtype_bytes)
+        span = min(layer.window or context, context) if layer.kind is LayerKind.SLIDING else context
+        kv += per_token * span
+    return bandwidth / (active + kv) if active + kv else 0.0
+
+
+def _plan_model(
+    spec: ModelSpec, facts: ModelFacts | None, machine: MachineProfile, free: int, error: str | None
+) -> ModelPlan:
+    plan = ModelPlan(name=spec.name, engine=spec.engine, model=spec.model, policy=spec.policy.value)
+    if spec.engine == "external":
+        plan.warnings.append("served elsewhere: uses no memory here")
+        return plan
+    if facts is None:
+        plan.warnings.append(f"model facts unreadable, memory not counted: {error}")
+        return plan
+    estimate = get_engine(spec.engine).memory(facts, spec, machine, free)
+    plan.weights_bytes, plan.kv_bytes_per_token = (
+        estimate.weights_bytes,
+        estimate.kv_bytes_per_token,
+    )
+    plan.kv_tokens, plan.kv_bytes = estimate.kv_tokens, estimate.kv_bytes
+    plan.overhead_bytes, plan.spike_bytes = estimate.overhead_bytes, estimate.spike_bytes
+    plan.total_bytes = estimate.total_bytes
+    plan.engine_args, plan.engine_env = estimate.engine_args, estimate.engine_env
+    plan.context = spec.context or facts.max_context
+    plan.concurrency = spec.concurrency or 1
+    plan.total_params, plan.active_params = facts.total_params, facts.active_params
+    plan.warnings = [*facts.notes, *estimate.notes]
+    if machine.bandwidth_bytes_per_s:
+        kv_dtype = 1 if spec.kv_cache_dtype == "fp8" else facts.dtype_bytes
+        plan.decode_ceiling_tok_s = round(
+            decode_ceiling(facts, plan.context, kv_dtype, machine.bandwidth_bytes_per_s), 1
+        )
+    return plan
+
+
+def build_plan(
+    stack: Stack, machine: MachineProfile | None = None, inspect: Inspector = inspect_source
+) -> StackPlan:
+    machine = machine or resolve_machine(stack.machine)
+    reserve = int(stack.host_reserve_gib * GIB)
+    budget = machine.total_bytes - reserve
+    facts: dict[str, ModelFacts | None] = {}
+    errors: dict[str, str] = {}
+    for name, spec in stack.models.items():
+        if spec.engine == "external" or spec.model is None:
+            facts[name] = None
+            continue
+        try:
+            facts[name] = inspect(spec.model)
+        except SparkstackError as exc:
+            facts[name], errors[name] = None, str(exc)
+
+    # Largest first: the biggest allocation goes in while the most is free.
+    def size(name: str) -> int:
+        found = facts[name]
+        return found.weight_bytes if found else 0
+
+    always = sorted(
+        (n for n, s in stack.models.items() if s.policy is Policy.ALWAYS_ON), key=size, reverse=True
+    )
+    on_demand = sorted(
+        (n for n, s in stack.models.items() if s.policy is Policy.ON_DEMAND), key=size, reverse=True
+    )
+    plans: list[ModelPlan] = []
+    used = 0
+    for name in [*always, *on_demand]:
+        plan = _plan_model(
+            stack.models[name], facts[name], machine, budget - used, errors.get(name)
+        )
+        if name in always:
+            used += plan.total_bytes
+        plans.append(plan)
+    resident = sum(p.total_bytes for p in plans if p.policy == Policy.ALWAYS_ON.value)
+    transient = max(
+        [p.spike_bytes for p in plans if p.policy == Policy.ALWAYS_ON.value]
+        + [p.total_bytes + p.spike_bytes for p in plans if p.policy == Policy.ON_DEMAND.value]
+        + [0]
+    )
+    peak = resident + transient
+    overflow = max(0, peak - budget)
+    result = StackPlan(
+        machine=MachinePlan(
+            name=machine.name,
+            device=machine.device,
+            unified=machine.unified,
+            total_bytes=machine.total_bytes,
+            reserve_bytes=reserve,
+            budget_bytes=budget,
+            bandwidth_bytes_per_s=machine.bandwidth_bytes_per_s,
+        ),
+        models=plans,
+        start_order=always,
+        resident_bytes=resident,
+        peak_bytes=peak,
+        fits=overflow == 0,
+        overflow_bytes=overflow,
+    )
+    if overflow:
+        result.suggestions = suggestions(stack, result)
+    return result
+
+
+def _gib(value: float) -> str:
+    return f"{value / GIB:.1f} GiB"
+
+
+def suggestions(stack: Stack, plan: StackPlan) -> list[str]:
+    """Concrete ways out, each with what it saves, largest saving first."""
+    options: list[tuple[int, str]] = []
+    for model in plan.models:
+        spec = stack.models[model.name]
+        if model.spike_bytes and not spec.enforce_eager:
+            options.append(
+                (
+                    model.spike_bytes,
+                    f"models.{model.name}.enforce_eager: true removes "
+                    f"its {_gib(model.spike_bytes)} first-request spike (CUDA graphs, "
+                    "torch.compile) at a decode-speed cost",
+                )
+            )
+        if model.kv_bytes:
+            if spec.kv_cache_dtype == "auto" and model.kv_bytes_per_token:
+                options.append(
+                    (
+                        model.kv_bytes // 2,
+                        f"models.{model.name}.kv_cache_dtype: fp8 "
+                        f"halves its KV cache (saves {_gib(model.kv_bytes // 2)})",
+                    )
+                )
+            if model.context > 4096:
+                options.append(
+                    (
+                        model.kv_bytes // 2,
+                        f"models.{model.name}.context: "
+                        f"{model.context // 2} (from {model.context}) saves about "
+                        f"{_gib(model.kv_bytes // 2)}",
+                    )
+                )
+            if model.concurrency > 1:
+                saved = model.kv_bytes - model.kv_bytes // model.concurrency
+                options.append(
+                    (
+                        saved,
+                        f"models.{model.name}.concurrency: 1 (from "
+                        f"{model.concurrency}) saves about {_gib(saved)}",
+                    )
+                )
+        if model.policy == Policy.ALWAYS_ON.value and len(plan.start_order) > 1:
+            options.append(
+                (
+                    model.total_bytes,
+                    f"models.{model.name}.policy: on_demand frees "
+                    f"{_gib(model.total_bytes)} while it is idle",
+                )
+            )
+    options.sort(key=lambda item: item[0], reverse=True)
+    return [text for _, text in options]

@@ -1,0 +1,87 @@
+"""Plans and model facts as text for the terminal (JSON is the models' own dump)."""
+
+from __future__ import annotations
+
+from sparkstack.modelfacts.facts import ModelFacts
+from sparkstack.planner.kv_cache import kv_bytes_per_token
+from sparkstack.planner.machine import GIB
+from sparkstack.planner.plan import StackPlan
+
+
+def gib(value: float) -> str:
+    return f"{value / GIB:,.2f} GiB"
+
+
+def render_plan(plan: StackPlan, explain: bool = False) -> str:
+    m = plan.machine
+    bandwidth = f", {m.bandwidth_bytes_per_s / 1e9:,.0f} GB/s" if m.bandwidth_bytes_per_s else ""
+    lines = [
+        f"machine: {m.name} ({m.device}{', unified memory' if m.unified else ''}) total "
+        f"{gib(m.total_bytes)}, host reserve {gib(m.reserve_bytes)}, budget "
+        f"{gib(m.budget_bytes)}{bandwidth}",
+        "",
+        f"{'MODEL':<12} {'ENGINE':<9} {'POLICY':<10} {'WEIGHTS':>11} {'KV':>11} "
+        f"{'KV TOKENS':>10} {'OVERHEAD':>10} {'SPIKE':>10} {'TOTAL':>11} {'CEILING':>10}",
+    ]
+    for p in plan.models:
+        ceiling = f"{p.decode_ceiling_tok_s:,.1f} t/s" if p.decode_ceiling_tok_s else "-"
+        lines.append(
+            f"{p.name:<12} {p.engine:<9} {p.policy:<10} {gib(p.weights_bytes):>11} "
+            f"{gib(p.kv_bytes):>11} {p.kv_tokens:>10,} {gib(p.overhead_bytes):>10} "
+            f"{gib(p.spike_bytes):>10} {gib(p.total_bytes):>11} {ceiling:>10}"
+        )
+    lines.append("")
+    for p in plan.models:
+        flags = " ".join(p.engine_args)
+        env = " ".join(f"{k}={v}" for k, v in p.engine_env.items())
+        if flags or env:
+            lines.append(f"{p.name} flags: {' '.join(x for x in (env, flags) if x)}")
+        if explain and p.total_bytes:
+            lines.append(
+                f"  weights {gib(p.weights_bytes)} ({p.total_params / 1e9:,.2f} B params, "
+                f"{p.active_params / 1e9:,.2f} B active); KV {p.kv_bytes_per_token:,} B/token "
+                f"of context -> {p.kv_tokens:,} tokens in {gib(p.kv_bytes)} "
+                f"({p.concurrency} x {p.context:,} planned); overhead {gib(p.overhead_bytes)}"
+                f"; spike {gib(p.spike_bytes)}"
+            )
+        for warning in p.warnings:
+            lines.append(f"  warning: {warning}")
+    lines += [
+        "",
+        f"start order: {', '.join(plan.start_order) or '-'}",
+        f"resident {gib(plan.resident_bytes)}, peak {gib(plan.peak_bytes)} of "
+        f"{gib(m.budget_bytes)} budget",
+    ]
+    if plan.fits:
+        lines.append(f"fits, with {gib(m.budget_bytes - plan.peak_bytes)} to spare")
+    else:
+        lines.append(f"DOES NOT FIT: the peak overflows the budget by {gib(plan.overflow_bytes)}.")
+        lines.append("ways out:")
+        lines += [f"  - {text}" for text in plan.suggestions]
+    return "\n".join(lines)
+
+
+def render_facts(facts: ModelFacts) -> str:
+    layers = ", ".join(f"{count} {kind}" for kind, count in facts.layer_summary.items())
+    windows = sorted({layer.window for layer in facts.layers if layer.window})
+    lines = [
+        f"source:        {facts.source} ({facts.format})",
+        f"architecture:  {facts.architecture} ({facts.model_type})",
+        f"parameters:    {facts.total_params / 1e9:,.3f} B total, "
+        f"{facts.active_params / 1e9:,.3f} B active{' (MoE)' if facts.is_moe else ''}",
+        f"weights:       {gib(facts.weight_bytes)} "
+        + ", ".join(f"{k} {gib(v)}" for k, v in facts.weight_bytes_by_format.items()),
+        f"quantization:  {facts.quantization or 'none'}; dtype {facts.dtype}",
+        f"layers:        {layers}" + (f"; sliding window {windows}" if windows else ""),
+        f"max context:   {facts.max_context:,}",
+        f"counts from:   {facts.params_source}",
+    ]
+    if facts.encoder_only:
+        lines.append("KV cache:      none (encoder-only)")
+    else:
+        lines.append(
+            f"KV per token:  {kv_bytes_per_token(facts, facts.dtype_bytes):,} B (auto/"
+            f"{facts.dtype}), {kv_bytes_per_token(facts, 1):,} B (fp8)"
+        )
+    lines += [f"warning:       {note}" for note in facts.notes]
+    return "\n".join(lines)
