@@ -45,7 +45,9 @@ def test_mqa_and_tied_embeddings_gemma_2b() -> None:
     assert facts.tie_word_embeddings
     # one KV head: 18 layers x 1 x (256 + 256) x 2 B = 18,432 B per token
     assert kv_bytes_per_token(facts, 2) == 18 * 1 * 512 * 2 == 18_432
-    total, active = estimate_params(json.loads((CONFIGS / "google--gemma-2b.json").read_text()))
+    estimate = estimate_params(json.loads((CONFIGS / "google--gemma-2b.json").read_text()))
+    assert estimate is not None
+    total, active = estimate
     embed = 256_000 * 2048  # tied: counted once
     attention = 2 * 2048 * 8 * 256 + 2 * 2048 * 1 * 256  # q, o + k, v
     mlp = 3 * 2048 * 16_384
@@ -95,7 +97,9 @@ def test_moe_qwen3_30b_a3b_params() -> None:
     assert kv_bytes_per_token(facts, 2) == 48 * 4 * 256 * 2 == 98_304  # 96 KiB
     entry = find("Qwen/Qwen3-30B-A3B")
     assert entry is not None
-    total, active = estimate_params(dict(entry.config))
+    estimate = estimate_params(dict(entry.config))
+    assert estimate is not None
+    total, active = estimate
     embed = 2 * 151_936 * 2048  # untied embed_tokens + lm_head
     attention = 2 * 2048 * 32 * 128 + 2 * 2048 * 4 * 128
     expert = 3 * 2048 * 768

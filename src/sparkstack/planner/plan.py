@@ -256,5 +256,15 @@ def suggestions(stack: Stack, plan: StackPlan) -> list[str]:
                     f"{_gib(model.total_bytes)} while it is idle",
                 )
             )
+    for model in plan.models:
+        if model.weights_bytes > plan.machine.budget_bytes:
+            options.append(
+                (
+                    plan.overflow_bytes,
+                    f"models.{model.name}: its weights alone "
+                    f"({_gib(model.weights_bytes)}) exceed the budget; use a smaller "
+                    "quantization, or spread it over two machines (tensor parallel)",
+                )
+            )
     options.sort(key=lambda item: item[0], reverse=True)
     return [text for _, text in options]

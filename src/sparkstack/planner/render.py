@@ -20,13 +20,13 @@ def render_plan(plan: StackPlan, explain: bool = False) -> str:
         f"{gib(m.total_bytes)}, host reserve {gib(m.reserve_bytes)}, budget "
         f"{gib(m.budget_bytes)}{bandwidth}",
         "",
-        f"{'MODEL':<12} {'ENGINE':<9} {'POLICY':<10} {'WEIGHTS':>11} {'KV':>11} "
+        f"{'MODEL':<16} {'ENGINE':<9} {'POLICY':<10} {'WEIGHTS':>11} {'KV':>11} "
         f"{'KV TOKENS':>10} {'OVERHEAD':>10} {'SPIKE':>10} {'TOTAL':>11} {'CEILING':>10}",
     ]
     for p in plan.models:
         ceiling = f"{p.decode_ceiling_tok_s:,.1f} t/s" if p.decode_ceiling_tok_s else "-"
         lines.append(
-            f"{p.name:<12} {p.engine:<9} {p.policy:<10} {gib(p.weights_bytes):>11} "
+            f"{p.name:<16} {p.engine:<9} {p.policy:<10} {gib(p.weights_bytes):>11} "
             f"{gib(p.kv_bytes):>11} {p.kv_tokens:>10,} {gib(p.overhead_bytes):>10} "
             f"{gib(p.spike_bytes):>10} {gib(p.total_bytes):>11} {ceiling:>10}"
         )
