@@ -54,7 +54,7 @@ PROFILES: dict[str, MachineProfile] = {
 
 def _probe_nvml() -> MachineProfile | None:
     try:
-        import pynvml  # type: ignore[import-not-found]
+        import pynvml
     except ImportError:
         return None
     try:
