@@ -78,7 +78,12 @@ class UpProcess:
 
 def start_up(stack_file: Path | None, state_dir: Path) -> UpProcess:
     port = free_port()
-    env = {**os.environ, "SPARKSTACK_STATE_DIR": str(state_dir), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "SPARKSTACK_STATE_DIR": str(state_dir),
+        "SPARKSTACK_CONFIG_DIR": str(state_dir / "config"),
+        "PYTHONUNBUFFERED": "1",
+    }
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / "up.out"
     args = [*SPARKSTACK, "up", "--listen", f"127.0.0.1:{port}"]

@@ -16,6 +16,8 @@ from aiohttp import web
 
 from sparkstack.errors import SupervisorError
 from sparkstack.gateway import build_app
+from sparkstack.gateway.keys import KeyIndex, KeyStore
+from sparkstack.gateway.metrics import GatewayMetrics
 from sparkstack.planner.plan import StackPlan
 from sparkstack.settings import Settings
 from sparkstack.stack.schema import Stack
@@ -65,6 +67,14 @@ async def serve(stack: Stack, settings: Settings, plan: StackPlan | None = None)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    keys = KeyIndex(KeyStore(settings.keys_file))
+    if not stack.gateway.is_loopback and not keys.enabled:
+        raise SupervisorError(
+            f"gateway.listen {stack.gateway.listen} reaches beyond this machine, and no API "
+            "key exists: every model would be open to the network. Create one with "
+            "`sparkstack keys create NAME` (or listen on 127.0.0.1)"
+        )
+    metrics = GatewayMetrics()
     host, port = stack.gateway.host, stack.gateway.port
     gateway_url = f"http://{host}:{port}"
     run_file = RunFile(pid=os.getpid(), gateway_url=gateway_url)
@@ -72,12 +82,14 @@ async def serve(stack: Stack, settings: Settings, plan: StackPlan | None = None)
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
 
         def record(runtime: ModelRuntime) -> None:
+            metrics.event(runtime.name, runtime.state.value)
             if runtime.pid is not None:
                 run_file.engines[runtime.name] = runtime.pid
             run_file.write(settings.run_file)
 
         supervisor = Supervisor(stack, settings, session, on_change=record, plan=plan)
-        runner = await start_gateway(build_app(supervisor.models, session), host, port)
+        app = build_app(supervisor.models, session, stack.gateway, keys, metrics)
+        runner = await start_gateway(app, host, port)
         run_file.write(settings.run_file)
         log.info("gateway listening on %s (models: %s)", gateway_url, ", ".join(stack.models))
         starting = asyncio.create_task(supervisor.start_all())

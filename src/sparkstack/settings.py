@@ -15,6 +15,11 @@ def _default_home() -> Path:
     return Path(cache) / "sparkstack"
 
 
+def _default_config_dir() -> Path:
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "sparkstack"
+
+
 def _default_state_dir() -> Path:
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(state) / "sparkstack"
@@ -28,6 +33,12 @@ class Settings:
     """SPARKSTACK_HOME: engine venvs and cached wheels (default ~/.cache/sparkstack)."""
     state_dir: Path
     """SPARKSTACK_STATE_DIR: the run file of `up` and the per-model logs."""
+    config_dir: Path = Path()
+    """SPARKSTACK_CONFIG_DIR: the API keys file (default ~/.config/sparkstack)."""
+
+    @property
+    def keys_file(self) -> Path:
+        return self.config_dir / "keys.json"
 
     @property
     def engines_dir(self) -> Path:
@@ -45,7 +56,9 @@ class Settings:
     def from_env(cls) -> Settings:
         home = os.environ.get("SPARKSTACK_HOME")
         state = os.environ.get("SPARKSTACK_STATE_DIR")
+        config = os.environ.get("SPARKSTACK_CONFIG_DIR")
         return cls(
             home=Path(home) if home else _default_home(),
             state_dir=Path(state) if state else _default_state_dir(),
+            config_dir=Path(config) if config else _default_config_dir(),
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 import urllib.error
@@ -50,9 +51,12 @@ def up(stack_file: Path | None, listen: str | None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
     )
+    from sparkstack.env_file import load_env_file
     from sparkstack.planner.plan import build_plan
     from sparkstack.planner.render import render_plan
 
+    for folder in {Path.cwd(), (stack_file or Path.cwd()).resolve().parent}:
+        load_env_file(folder / ".env")
     try:
         stack = _load(stack_file, listen)
         plan = build_plan(stack)
@@ -142,10 +146,19 @@ def _gateway_get(path: str) -> dict[str, object]:
     run = RunFile.read(settings.run_file)
     if run is None:
         raise SparkstackError("no stack is running; start one with `sparkstack up`")
+    request = urllib.request.Request(run.gateway_url + path)
+    admin_key = os.environ.get("SPARKSTACK_ADMIN_KEY")
+    if admin_key:
+        request.add_header("Authorization", f"Bearer {admin_key}")
     try:
-        with urllib.request.urlopen(run.gateway_url + path, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             data: dict[str, object] = json.load(response)
             return data
+    except urllib.error.HTTPError as exc:
+        raise SparkstackError(
+            f"the gateway refused {path} (HTTP {exc.code}); set SPARKSTACK_ADMIN_KEY (in the "
+            "environment or .env) to an admin key: `sparkstack keys create NAME --admin`"
+        ) from exc
     except (urllib.error.URLError, OSError) as exc:
         raise SparkstackError(
             f"the gateway at {run.gateway_url} does not answer ({exc}); is `sparkstack up` "
@@ -199,6 +212,75 @@ def logs(name: str, lines: int, follow: bool) -> None:
                 click.echo(line, nl=False)
             else:
                 time.sleep(0.2)
+
+
+@cli.group()
+def keys() -> None:
+    """API keys of the gateway (stored hashed in ~/.config/sparkstack/keys.json)."""
+
+
+@keys.command("create")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="May use /admin/* as well.")
+@click.option("--models", help="Comma-separated models (or aliases) this key may use.")
+@click.option("--rate", type=int, help="Requests per minute.")
+@click.option("--concurrency", type=int, help="Requests in flight at once.")
+@click.option("--quiet", is_flag=True, help="Print the key only.")
+def keys_create(
+    name: str,
+    admin: bool,
+    models: str | None,
+    rate: int | None,
+    concurrency: int | None,
+    quiet: bool,
+) -> None:
+    """Create a key; it is shown once, now, and never again."""
+    from sparkstack.gateway.keys import KeyStore
+
+    store = KeyStore(Settings.from_env().keys_file)
+    allowed = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    try:
+        record, secret = store.create(
+            name, admin=admin, models=allowed, rate_per_minute=rate, max_concurrency=concurrency
+        )
+    except SparkstackError as exc:
+        _fail(exc)
+    if quiet:
+        click.echo(secret)
+        return
+    click.echo(f"created key {record.id} ({name}); it is shown once, store it now:\n{secret}")
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """The keys: id, name, scope, models, limits, state (never the secrets)."""
+    from sparkstack.gateway.keys import KeyStore
+
+    try:
+        data = KeyStore(Settings.from_env().keys_file).load()
+    except SparkstackError as exc:
+        _fail(exc)
+    click.echo(f"{'ID':<9} {'NAME':<16} {'SCOPE':<9} {'MODELS':<20} {'RATE/MIN':>8} "
+               f"{'CONC':>5}  STATE")  # fmt: skip
+    for k in data.keys:
+        click.echo(
+            f"{k.id:<9} {k.name:<16} {'admin' if k.admin else 'inference':<9} "
+            f"{','.join(k.models) if k.models else 'all':<20} {k.rate_per_minute or '-':>8} "
+            f"{k.max_concurrency or '-':>5}  {'revoked' if k.revoked else 'active'}"
+        )
+
+
+@keys.command("revoke")
+@click.argument("id_or_name")
+def keys_revoke(id_or_name: str) -> None:
+    """Revoke a key by id or name; a running gateway refuses it within a second."""
+    from sparkstack.gateway.keys import KeyStore
+
+    try:
+        record = KeyStore(Settings.from_env().keys_file).revoke(id_or_name)
+    except SparkstackError as exc:
+        _fail(exc)
+    click.echo(f"revoked key {record.id} ({record.name})")
 
 
 def main() -> None:

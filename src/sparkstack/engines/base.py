@@ -61,6 +61,17 @@ class EngineAdapter(ABC):
     name: ClassVar[str]
     managed: ClassVar[bool] = True
     """False for engines sparkstack only routes to and never starts (external)."""
+    internal_key_env: ClassVar[str | None] = None
+    """Environment variable through which the engine takes the API key it requires;
+    the supervisor sets a random one per engine so only the gateway reaches it."""
+    metrics_path: ClassVar[str | None] = None
+    """Where the engine serves Prometheus metrics, relayed with a model label."""
+    routes: ClassVar[dict[str, str]] = {
+        "/v1/chat/completions": "/v1/chat/completions",
+        "/v1/completions": "/v1/completions",
+        "/v1/embeddings": "/v1/embeddings",
+    }
+    """Gateway route -> the engine's path; a route missing here is a 404."""
     reports_stream_usage: ClassVar[bool] = True
     """False when the engine ignores ``stream_options.include_usage``; the gateway then
     adds the usage chunk, with prompt tokens from ``count_prompt_tokens``."""
@@ -93,8 +104,15 @@ class EngineAdapter(ABC):
             return os.environ.get(spec.api_key_env) or None
         return None
 
+    def upstream_path(self, route: str) -> str | None:
+        return self.routes.get(route)
+
     async def count_prompt_tokens(
-        self, session: aiohttp.ClientSession, base_url: str, payload: dict[str, Any]
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        payload: dict[str, Any],
+        api_key: str | None,
     ) -> int:
         """Prompt tokens of a request, asked of the engine's tokenizer (0 if unknown)."""
         return 0

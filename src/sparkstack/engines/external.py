@@ -16,6 +16,13 @@ from sparkstack.stack.schema import ModelSpec
 class ExternalEngine(EngineAdapter):
     name = "external"
     managed = False
+    routes = {
+        **EngineAdapter.routes,
+        "/v1/responses": "/v1/responses",
+        "/v1/rerank": "/v1/rerank",
+        "/tokenize": "/tokenize",
+        "/detokenize": "/detokenize",
+    }
 
     def launch(
         self, spec: ModelSpec, port: int, settings: Settings, planned: MemoryEstimate | None

@@ -41,6 +41,12 @@ def compute_buffer_bytes(facts: ModelFacts, n_seq: int) -> int:
 class LlamaCppEngine(EngineAdapter):
     name = "llamacpp"
     reports_stream_usage = False
+    internal_key_env = "API_KEY"  # llama-cpp-python's ServerSettings.api_key
+    routes = {
+        **EngineAdapter.routes,
+        "/tokenize": "/extras/tokenize",
+        "/detokenize": "/extras/detokenize",
+    }
 
     def launch(
         self, spec: ModelSpec, port: int, settings: Settings, planned: MemoryEstimate | None
@@ -104,7 +110,11 @@ class LlamaCppEngine(EngineAdapter):
         )
 
     async def count_prompt_tokens(
-        self, session: aiohttp.ClientSession, base_url: str, payload: dict[str, Any]
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        payload: dict[str, Any],
+        api_key: str | None,
     ) -> int:
         """Tokens of ``prompt``, or of the chat messages' contents (the chat template's
         own tokens are not counted: the server does not expose the rendered prompt)."""
@@ -120,6 +130,7 @@ class LlamaCppEngine(EngineAdapter):
             async with session.post(
                 base_url + "/extras/tokenize/count",
                 json={"input": prompt},
+                headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
                 timeout=_TOKENIZE_TIMEOUT,
             ) as response:
                 if response.status != 200:

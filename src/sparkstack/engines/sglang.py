@@ -33,6 +33,7 @@ CHUNKED_PREFILL = 8192
 @register_engine
 class SglangEngine(EngineAdapter):
     name = "sglang"
+    metrics_path = "/metrics"
 
     def launch(
         self, spec: ModelSpec, port: int, settings: Settings, planned: MemoryEstimate | None

@@ -39,6 +39,16 @@ def _block_size(machine: MachineProfile) -> int:
 @register_engine
 class VllmEngine(EngineAdapter):
     name = "vllm"
+    internal_key_env = "VLLM_API_KEY"
+    metrics_path = "/metrics"
+    routes = {
+        **EngineAdapter.routes,
+        "/v1/responses": "/v1/responses",
+        "/v1/rerank": "/v1/rerank",
+        "/v1/score": "/v1/score",
+        "/tokenize": "/tokenize",
+        "/detokenize": "/detokenize",
+    }
 
     def launch(
         self, spec: ModelSpec, port: int, settings: Settings, planned: MemoryEstimate | None

@@ -1,5 +1,6 @@
 """``build_app``: the gateway's aiohttp application, a pure factory over the
-supervised models and one shared upstream client session."""
+supervised models, one shared upstream client session, the key index and the
+gateway settings. Handlers stay thin; forwarding lives in proxy.py."""
 
 from __future__ import annotations
 
@@ -10,42 +11,103 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from sparkstack.errors import GatewayError
+from sparkstack.gateway.keys import KeyIndex
+from sparkstack.gateway.limits import Limiter
+from sparkstack.gateway.metrics import GatewayMetrics, relabel
 from sparkstack.gateway.openai_errors import error_response
-from sparkstack.gateway.proxy import Forwarder
+from sparkstack.gateway.proxy import Authorizer, Forwarder
 from sparkstack.gateway.routing import Router
 from sparkstack.gateway.status import model_status, models_list
+from sparkstack.stack.schema import GatewaySpec
 from sparkstack.supervisor.runtime import ModelRuntime, ModelState
 
-MAX_BODY_BYTES = 64 * 1024 * 1024
-FORWARDED_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+FORWARDED_ROUTES = (
+    "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses",
+    "/v1/rerank", "/v1/score", "/tokenize", "/detokenize",
+)  # fmt: skip
+_ENGINE_METRICS_TIMEOUT = aiohttp.ClientTimeout(total=3)
+
+METRICS_KEY = web.AppKey("metrics", GatewayMetrics)
 
 
-@web.middleware
-async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error leaves the gateway in the OpenAI error shape."""
-    try:
-        return await handler(request)
-    except GatewayError as exc:
-        return error_response(exc)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        if exc.status == 413:
-            message = f"The request body is larger than the limit of {MAX_BODY_BYTES} bytes."
-        else:
-            message = f"{exc.reason}: {request.method} {request.path}."
-        return error_response(
-            GatewayError(message, status=exc.status, error_type="invalid_request_error")
-        )
+def _error_middleware(max_body: int) -> web.middleware:  # type: ignore[valid-type]
+    @web.middleware
+    async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every error leaves the gateway in the OpenAI error shape."""
+        try:
+            return await handler(request)
+        except GatewayError as exc:
+            return error_response(exc)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            if exc.status == 413:
+                message = f"The request body is larger than the limit of {max_body} bytes."
+            else:
+                message = f"{exc.reason}: {request.method} {request.path}."
+            return error_response(
+                GatewayError(message, status=exc.status, error_type="invalid_request_error")
+            )
+
+    return openai_errors
 
 
-def build_app(models: dict[str, ModelRuntime], session: aiohttp.ClientSession) -> web.Application:
+async def engine_metrics(
+    models: dict[str, ModelRuntime], session: aiohttp.ClientSession
+) -> list[str]:
+    """Every ready engine's own /metrics, each sample labelled with its model."""
+    targets = [
+        rt for rt in models.values()
+        if rt.state is ModelState.READY and rt.adapter.metrics_path and rt.base_url
+    ]  # fmt: skip
+
+    async def fetch(runtime: ModelRuntime) -> str:
+        assert runtime.adapter.metrics_path is not None
+        headers = {"Authorization": f"Bearer {runtime.api_key}"} if runtime.api_key else None
+        try:
+            async with session.get(
+                runtime.base_url + runtime.adapter.metrics_path,
+                headers=headers, timeout=_ENGINE_METRICS_TIMEOUT,
+            ) as response:  # fmt: skip
+                return await response.text() if response.status == 200 else ""
+        except (aiohttp.ClientError, TimeoutError):
+            return ""
+
+    texts = await asyncio.gather(*(fetch(rt) for rt in targets))
+    seen: set[str] = set()
+    lines: list[str] = []
+    for runtime, text in zip(targets, texts, strict=True):
+        lines += relabel(text, runtime.name, seen)
+    return lines
+
+
+def build_app(
+    models: dict[str, ModelRuntime],
+    session: aiohttp.ClientSession,
+    spec: GatewaySpec | None = None,
+    keys: KeyIndex | None = None,
+    metrics: GatewayMetrics | None = None,
+) -> web.Application:
+    spec = spec or GatewaySpec()
+    metrics = metrics or GatewayMetrics()
+    max_body = int(spec.max_body_mib * 2**20)
     router = Router(models)
-    forwarder = Forwarder(router, session)
-    app = web.Application(middlewares=[openai_errors], client_max_size=MAX_BODY_BYTES)
+    auth = Authorizer(keys)
+    forwarder = Forwarder(
+        router, session, auth, Limiter(max_inflight=spec.max_inflight), metrics, spec
+    )
+    app = web.Application(middlewares=[_error_middleware(max_body)], client_max_size=max_body)
+    app[METRICS_KEY] = metrics
 
     async def list_models(request: web.Request) -> web.Response:
-        return web.json_response(models_list(models))
+        key = auth.check(request)
+        entries = models_list(models)
+        if key is not None and key.models is not None:
+            entries = [
+                m for m in entries
+                if key.allows(str(m["id"])) or key.allows(str(m.get("alias_of", "")))
+            ]  # fmt: skip
+        return web.json_response({"object": "list", "data": entries})
 
     async def health(request: web.Request) -> web.Response:
         states = {name: rt.state.value for name, rt in models.items()}
@@ -53,12 +115,20 @@ def build_app(models: dict[str, ModelRuntime], session: aiohttp.ClientSession) -
         return web.json_response({"status": "ok" if ready else "degraded", "models": states})
 
     async def admin_status(request: web.Request) -> web.Response:
+        auth.check(request, admin=True)
         rows = await asyncio.to_thread(lambda: [model_status(rt) for rt in models.values()])
         return web.json_response({"models": [row.model_dump() for row in rows]})
+
+    async def prometheus(request: web.Request) -> web.Response:
+        auth.check(request)
+        lines = await engine_metrics(models, session)
+        text = metrics.render() + ("\n".join(lines) + "\n" if lines else "")
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/health", health)
     app.router.add_get("/admin/status", admin_status)
+    app.router.add_get("/metrics", prometheus)
     for path in FORWARDED_ROUTES:
         app.router.add_post(path, forwarder.handle)
     return app

@@ -1,27 +1,34 @@
-"""Forwarding ``/v1/*`` requests to the engine that serves the requested model.
+"""Forwarding requests to the engine that serves the requested model.
 
+Per request: authorize the key (when keys exist), read the body (bounded),
+find the model, check the key may use it, admit it under the limits, forward.
 Bodies pass through untouched unless an alias must be renamed to the engine's
 model name. Streams are relayed chunk by chunk as they arrive (no buffering, no
 re-encoding). A client that goes away cancels the handler, which closes the
-upstream request; an upstream that dies mid-stream ends the client's stream with
-an SSE error event and ``[DONE]``.
+upstream request at once; an upstream that dies mid-stream ends the client's
+stream with an SSE error event and ``[DONE]``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from sparkstack.errors import GatewayError
+from sparkstack.gateway.keys import KeyIndex, KeyRecord
+from sparkstack.gateway.limits import Limiter
+from sparkstack.gateway.metrics import GatewayMetrics
 from sparkstack.gateway.openai_errors import bad_request, sse_error_event, upstream_error
 from sparkstack.gateway.routing import Router
 from sparkstack.gateway.stream_usage import UsageCounter, wants_stream_usage
+from sparkstack.stack.schema import GatewaySpec
 from sparkstack.supervisor.runtime import ModelRuntime, ModelState
 
-_UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=3600)
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -55,49 +62,145 @@ def check_ready(runtime: ModelRuntime) -> None:
     )
 
 
+def _auth_error(message: str, code: str) -> GatewayError:
+    return GatewayError(message, status=401, error_type="invalid_request_error", code=code)
+
+
+class Authorizer:
+    """Bearer keys; with no key file entries (and loopback only) the gateway is open."""
+
+    def __init__(self, keys: KeyIndex | None) -> None:
+        self.keys = keys
+
+    def check(self, request: web.Request, admin: bool = False) -> KeyRecord | None:
+        if self.keys is None or not self.keys.enabled:
+            return None
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer ") or len(header) <= 7:
+            raise _auth_error(
+                "No API key: send it as 'Authorization: Bearer sk-ss-...' (create one with "
+                "`sparkstack keys create NAME`).",
+                "missing_api_key",
+            )
+        record = self.keys.lookup(header[7:].strip())
+        if record is None:
+            raise _auth_error("Incorrect API key provided.", "invalid_api_key")
+        if record.revoked:
+            raise _auth_error(f"The API key {record.id!r} was revoked.", "revoked_api_key")
+        if admin and not record.admin:
+            raise GatewayError(
+                "This endpoint needs an admin key (`sparkstack keys create NAME --admin`).",
+                status=403, error_type="permission_error", code="admin_scope_required",
+            )  # fmt: skip
+        return record
+
+
 class Forwarder:
-    def __init__(self, router: Router, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        router: Router,
+        session: aiohttp.ClientSession,
+        auth: Authorizer,
+        limiter: Limiter,
+        metrics: GatewayMetrics,
+        spec: GatewaySpec,
+    ) -> None:
         self.router = router
         self.session = session
+        self.auth = auth
+        self.limiter = limiter
+        self.metrics = metrics
+        self.timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=spec.connect_timeout, sock_read=spec.read_timeout
+        )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        key = self.auth.check(request)
         body = await request.read()
         payload, model = parse_model(body)
         runtime = self.router.resolve(model)
+        if key is not None and not (key.allows(model) or key.allows(runtime.name)):
+            raise GatewayError(
+                f"The API key {key.name!r} may not use model {model!r}.",
+                status=403, error_type="permission_error", param="model",
+                code="model_not_allowed",
+            )  # fmt: skip
         check_ready(runtime)
+        path = runtime.adapter.upstream_path(request.path)
+        if path is None:
+            raise GatewayError(
+                f"The engine of model {runtime.name!r} ({runtime.spec.engine}) has no "
+                f"{request.path} endpoint.",
+                status=404, error_type="invalid_request_error", code="unsupported_route",
+            )  # fmt: skip
         if model != runtime.upstream_model:
             payload["model"] = runtime.upstream_model
             body = json.dumps(payload).encode()
+        self.limiter.admit(key)
+        name = runtime.name
+        metrics = self.metrics
+        metrics.inflight[name] += 1
+        metrics.bytes_in[name] += len(body)
+        started = time.perf_counter()
+        status = 499
+        try:
+            response = await self._forward(request, runtime, path, body, payload, started)
+            status = response.status
+            return response
+        except GatewayError as exc:
+            status = exc.status
+            raise
+        except asyncio.CancelledError:
+            metrics.error(name, "client_disconnect")
+            raise
+        finally:
+            self.limiter.release(key)
+            metrics.inflight[name] -= 1
+            metrics.request_done(name, request.path, status, time.perf_counter() - started)
+
+    async def _forward(
+        self,
+        request: web.Request,
+        runtime: ModelRuntime,
+        path: str,
+        body: bytes,
+        payload: dict[str, Any],
+        started: float,
+    ) -> web.StreamResponse:
         headers = {"Content-Type": "application/json"}
         if runtime.api_key:
             headers["Authorization"] = f"Bearer {runtime.api_key}"
-        url = runtime.base_url + request.path_qs
         counter = None
         if wants_stream_usage(payload) and not runtime.adapter.reports_stream_usage:
             # Asked before the request itself: single-slot engines serve one at a time.
             prompt_tokens = await runtime.adapter.count_prompt_tokens(
-                self.session, runtime.base_url, payload
+                self.session, runtime.base_url, payload, runtime.api_key
             )
             counter = UsageCounter(prompt_tokens)
+        url = runtime.base_url + path + (f"?{request.query_string}" if request.query_string else "")
         try:
-            upstream_cm = self.session.post(
-                url, data=body, headers=headers, timeout=_UPSTREAM_TIMEOUT
-            )
-            async with upstream_cm as upstream:
+            async with self.session.post(
+                url, data=body, headers=headers, timeout=self.timeout
+            ) as upstream:
                 content_type = upstream.headers.get("Content-Type", "application/json")
                 if content_type.startswith("text/event-stream"):
-                    return await self._relay_stream(request, upstream, runtime, counter)
+                    return await self._relay_stream(request, upstream, runtime, counter, started)
                 data = await upstream.read()
+                self.metrics.bytes_out[runtime.name] += len(data)
+                if upstream.status >= 500:
+                    self.metrics.error(runtime.name, "upstream_status")
                 return web.Response(
                     body=data, status=upstream.status, headers={"Content-Type": content_type}
                 )
         except aiohttp.ClientConnectionError as exc:
+            self.metrics.error(runtime.name, "upstream_unreachable")
             raise upstream_error(
                 f"The engine of model {runtime.name!r} is not reachable at "
                 f"{runtime.base_url} ({exc.__class__.__name__}); see `sparkstack logs "
                 f"{runtime.name}`."
             ) from exc
         except TimeoutError as exc:
+            self.metrics.error(runtime.name, "upstream_timeout")
             raise upstream_error(
                 f"The engine of model {runtime.name!r} did not answer in time.", status=504
             ) from exc
@@ -108,6 +211,7 @@ class Forwarder:
         upstream: aiohttp.ClientResponse,
         runtime: ModelRuntime,
         counter: UsageCounter | None,
+        started: float,
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             status=upstream.status,
@@ -115,20 +219,25 @@ class Forwarder:
         )
         await response.prepare(request)
         tail = b""
+        sent = 0
         try:
             async for chunk in upstream.content.iter_any():
+                if not sent:
+                    self.metrics.ttft[runtime.name].observe(time.perf_counter() - started)
                 await response.write(counter.feed(chunk) if counter else chunk)
+                sent += len(chunk)
                 tail = chunk
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
             if request.transport is None or request.transport.is_closing():
                 raise
-            if tail.rstrip().endswith(b"[DONE]"):
-                # The stream was complete; only the connection's close was unclean.
-                await response.write_eof()
-                return response
-            error = upstream_error(
-                f"The engine of model {runtime.name!r} stopped in the middle of the stream."
-            )
-            await response.write(sse_error_event(error))
+            if not tail.rstrip().endswith(b"[DONE]"):
+                # The engine died mid-stream: say so in-band, then end the stream.
+                self.metrics.error(runtime.name, "upstream_died_mid_stream")
+                error = upstream_error(
+                    f"The engine of model {runtime.name!r} stopped in the middle of the stream."
+                )
+                await response.write(sse_error_event(error))
+        finally:
+            self.metrics.bytes_out[runtime.name] += sent
         await response.write_eof()
         return response

@@ -61,8 +61,8 @@ def model_status(runtime: ModelRuntime) -> ModelStatus:
     )
 
 
-def models_list(models: dict[str, ModelRuntime]) -> dict[str, object]:
-    """The ``/v1/models`` body: every model and alias, with its state."""
+def models_list(models: dict[str, ModelRuntime]) -> list[dict[str, object]]:
+    """The ``/v1/models`` entries: every model and alias, with its state."""
     data: list[dict[str, object]] = []
     for runtime in models.values():
         for name in runtime.spec.names:
@@ -79,4 +79,4 @@ def models_list(models: dict[str, ModelRuntime]) -> dict[str, object]:
             if runtime.spec.context:
                 entry["max_model_len"] = runtime.spec.context
             data.append(entry)
-    return {"object": "list", "data": data}
+    return data

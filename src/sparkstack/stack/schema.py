@@ -44,6 +44,18 @@ class _Strict(BaseModel):
 
 class GatewaySpec(_Strict):
     listen: str = Field(default="127.0.0.1:8080", description="host:port the gateway binds to.")
+    max_body_mib: float = Field(default=64, gt=0, description="Largest request body (MiB).")
+    max_inflight: int = Field(
+        default=1024, gt=0, description="Requests in flight (and queued) before 503."
+    )
+    connect_timeout: Seconds = Field(default=30.0, description="Upstream connect timeout.")
+    read_timeout: Seconds = Field(
+        default=3600.0, description="Upstream silence allowed between bytes; never cuts a stream."
+    )
+
+    _parse_durations = field_validator("connect_timeout", "read_timeout", mode="before")(
+        lambda cls, v: parse_duration(v)
+    )
 
     @field_validator("listen")
     @classmethod
@@ -56,6 +68,10 @@ class GatewaySpec(_Strict):
     @property
     def host(self) -> str:
         return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in ("localhost", "::1") or self.host.startswith("127.")
 
     @property
     def port(self) -> int:

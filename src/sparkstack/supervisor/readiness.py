@@ -23,7 +23,11 @@ def log_tail(process: ManagedProcess, lines: int = 15) -> str:
 
 
 async def wait_ready(
-    session: aiohttp.ClientSession, url: str, process: ManagedProcess, deadline: float
+    session: aiohttp.ClientSession,
+    url: str,
+    process: ManagedProcess,
+    deadline: float,
+    headers: dict[str, str] | None = None,
 ) -> float:
     """Poll ``url`` until it answers 200; returns seconds waited."""
     start = time.perf_counter()
@@ -35,7 +39,7 @@ async def wait_ready(
                 f"ready; last lines of {process.log_path}:\n{log_tail(process)}"
             )
         try:
-            async with session.get(url, timeout=_PROBE_TIMEOUT) as response:
+            async with session.get(url, timeout=_PROBE_TIMEOUT, headers=headers) as response:
                 if response.status == 200:
                     return time.perf_counter() - start
         except (aiohttp.ClientError, TimeoutError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Callable
 
 import aiohttp
@@ -86,9 +87,13 @@ class Supervisor:
             except SparkstackError as exc:
                 self._set(runtime, ModelState.FAILED, str(exc))
                 raise
-            process = ManagedProcess(
-                name, launch.argv, launch.env, self.settings.log_dir / f"{name}.log"
-            )
+            env = dict(launch.env)
+            probe_headers: dict[str, str] = {}
+            if runtime.adapter.internal_key_env:
+                runtime.api_key = secrets.token_urlsafe(24)
+                env[runtime.adapter.internal_key_env] = runtime.api_key
+                probe_headers["Authorization"] = f"Bearer {runtime.api_key}"
+            process = ManagedProcess(name, launch.argv, env, self.settings.log_dir / f"{name}.log")
             runtime.port, runtime.process = port, process
             runtime.base_url = runtime.adapter.base_url(runtime.spec, port)
             self._set(runtime, ModelState.STARTING)
@@ -106,6 +111,7 @@ class Supervisor:
                     runtime.base_url + launch.ready_path,
                     process,
                     runtime.spec.startup_timeout,
+                    probe_headers,
                 )
             except SparkstackError as exc:
                 await process.stop(runtime.spec.stop_timeout)

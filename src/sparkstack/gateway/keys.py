@@ -1,0 +1,137 @@
+"""API keys: created once (the secret is shown then and never stored), kept as
+SHA-256 hashes in a 0600 JSON file, revoked by id or name. A key has a scope
+(``inference`` or ``admin``), optional model allow-list, and optional limits.
+
+Keys are 32 random bytes, so a fast hash is enough: there is nothing to
+brute-force. The gateway re-reads the file when it changes, so a revoke takes
+effect within a second without a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from sparkstack.errors import SparkstackError
+
+PREFIX = "sk-ss-"
+
+
+class KeyRecord(BaseModel):
+    id: str
+    name: str
+    hash: str
+    created: float
+    admin: bool = False
+    models: list[str] | None = None
+    """Model names (or aliases) this key may use; None: all."""
+    rate_per_minute: int | None = None
+    max_concurrency: int | None = None
+    revoked: bool = False
+
+    def allows(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+
+class KeyFile(BaseModel):
+    keys: list[KeyRecord] = Field(default_factory=list)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class KeyStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> KeyFile:
+        try:
+            return KeyFile.model_validate_json(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return KeyFile()
+        except (OSError, ValueError) as exc:
+            raise SparkstackError(
+                f"{self.path} is damaged ({exc}); fix or remove it and create keys again"
+            ) from exc
+
+    def save(self, data: KeyFile) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(data.model_dump_json(indent=2))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+
+    def create(
+        self,
+        name: str,
+        *,
+        admin: bool = False,
+        models: list[str] | None = None,
+        rate_per_minute: int | None = None,
+        max_concurrency: int | None = None,
+    ) -> tuple[KeyRecord, str]:
+        data = self.load()
+        if any(k.name == name and not k.revoked for k in data.keys):
+            raise SparkstackError(f"a key named {name!r} exists; pick another name or revoke it")
+        key_id = secrets.token_hex(4)
+        secret = f"{PREFIX}{key_id}-{secrets.token_urlsafe(32)}"
+        record = KeyRecord(
+            id=key_id, name=name, hash=hash_key(secret), created=time.time(), admin=admin,
+            models=models, rate_per_minute=rate_per_minute, max_concurrency=max_concurrency,
+        )  # fmt: skip
+        data.keys.append(record)
+        self.save(data)
+        return record, secret
+
+    def revoke(self, id_or_name: str) -> KeyRecord:
+        data = self.load()
+        for record in data.keys:
+            if id_or_name in (record.id, record.name) and not record.revoked:
+                record.revoked = True
+                self.save(data)
+                return record
+        raise SparkstackError(
+            f"no active key with id or name {id_or_name!r}; see `sparkstack keys list`"
+        )
+
+
+class KeyIndex:
+    """The gateway's view of the key file: hash -> record, refreshed on change."""
+
+    def __init__(self, store: KeyStore, check_interval: float = 1.0) -> None:
+        self.store = store
+        self.check_interval = check_interval
+        self._by_hash: dict[str, KeyRecord] = {}
+        self._mtime: float | None = None
+        self._checked = 0.0
+        self.refresh(force=True)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._by_hash)
+
+    def refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked < self.check_interval:
+            return
+        self._checked = now
+        try:
+            mtime = self.store.path.stat().st_mtime
+        except FileNotFoundError:
+            mtime = None
+        if mtime == self._mtime and not force:
+            return
+        self._mtime = mtime
+        self._by_hash = {record.hash: record for record in self.store.load().keys}
+
+    def lookup(self, key: str) -> KeyRecord | None:
+        self.refresh()
+        return self._by_hash.get(hash_key(key))
