@@ -79,7 +79,9 @@ async def serve(stack: Stack, settings: Settings, plan: StackPlan | None = None)
     gateway_url = f"http://{host}:{port}"
     run_file = RunFile(pid=os.getpid(), gateway_url=gateway_url)
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-    async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+    ) as session:
 
         def record(runtime: ModelRuntime) -> None:
             metrics.event(runtime.name, runtime.state.value)

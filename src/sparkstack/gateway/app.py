@@ -30,26 +30,29 @@ _ENGINE_METRICS_TIMEOUT = aiohttp.ClientTimeout(total=3)
 METRICS_KEY = web.AppKey("metrics", GatewayMetrics)
 
 
-def _error_middleware(max_body: int) -> web.middleware:  # type: ignore[valid-type]
-    @web.middleware
-    async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Every error leaves the gateway in the OpenAI error shape."""
+def openai_errors(handler: Handler) -> Handler:
+    """Wrap a small handler so its GatewayError leaves as an OpenAI error. Forwarded
+    routes do this themselves: no middleware layer sits on the hot path."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
         try:
             return await handler(request)
         except GatewayError as exc:
             return error_response(exc)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            if exc.status == 413:
-                message = f"The request body is larger than the limit of {max_body} bytes."
-            else:
-                message = f"{exc.reason}: {request.method} {request.path}."
-            return error_response(
-                GatewayError(message, status=exc.status, error_type="invalid_request_error")
-            )
 
-    return openai_errors
+    return wrapped
+
+
+async def not_found(request: web.Request) -> web.StreamResponse:
+    return error_response(
+        GatewayError(
+            f"Not Found: {request.method} {request.path}. The gateway serves "
+            f"{', '.join(FORWARDED_ROUTES)}, GET /v1/models, /health, /metrics.",
+            status=404,
+            error_type="invalid_request_error",
+            code="unknown_route",
+        )
+    )
 
 
 async def engine_metrics(
@@ -96,7 +99,7 @@ def build_app(
     forwarder = Forwarder(
         router, session, auth, Limiter(max_inflight=spec.max_inflight), metrics, spec
     )
-    app = web.Application(middlewares=[_error_middleware(max_body)], client_max_size=max_body)
+    app = web.Application(client_max_size=max_body)
     app[METRICS_KEY] = metrics
 
     async def list_models(request: web.Request) -> web.Response:
@@ -125,10 +128,11 @@ def build_app(
         text = metrics.render() + ("\n".join(lines) + "\n" if lines else "")
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
-    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models", openai_errors(list_models))
     app.router.add_get("/health", health)
-    app.router.add_get("/admin/status", admin_status)
-    app.router.add_get("/metrics", prometheus)
+    app.router.add_get("/admin/status", openai_errors(admin_status))
+    app.router.add_get("/metrics", openai_errors(prometheus))
     for path in FORWARDED_ROUTES:
         app.router.add_post(path, forwarder.handle)
+    app.router.add_route("*", "/{tail:.*}", not_found)
     return app

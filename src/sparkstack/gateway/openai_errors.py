@@ -34,5 +34,14 @@ def bad_request(message: str, param: str | None = None) -> GatewayError:
     return GatewayError(message, status=400, error_type="invalid_request_error", param=param)
 
 
+def too_large(limit: int) -> GatewayError:
+    return GatewayError(
+        f"The request body is larger than the limit of {limit} bytes (gateway.max_body_mib).",
+        status=413,
+        error_type="invalid_request_error",
+        code="request_too_large",
+    )
+
+
 def upstream_error(message: str, status: int = 502) -> GatewayError:
     return GatewayError(message, status=status, error_type="upstream_error", code="engine_error")

@@ -18,12 +18,19 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from sparkstack.errors import GatewayError
 from sparkstack.gateway.keys import KeyIndex, KeyRecord
 from sparkstack.gateway.limits import Limiter
 from sparkstack.gateway.metrics import GatewayMetrics
-from sparkstack.gateway.openai_errors import bad_request, sse_error_event, upstream_error
+from sparkstack.gateway.openai_errors import (
+    bad_request,
+    error_response,
+    sse_error_event,
+    too_large,
+    upstream_error,
+)
 from sparkstack.gateway.routing import Router
 from sparkstack.gateway.stream_usage import UsageCounter, wants_stream_usage
 from sparkstack.stack.schema import GatewaySpec
@@ -113,8 +120,29 @@ class Forwarder:
         self.timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=spec.connect_timeout, sock_read=spec.read_timeout
         )
+        self.max_body = int(spec.max_body_mib * 2**20)
+        self._urls: dict[tuple[str, str], URL] = {}
+
+    def _url(self, base: str, path: str, query: str) -> URL:
+        """Upstream URLs parsed once (yarl parsing is a visible cost per request)."""
+        if query:
+            return URL(f"{base}{path}?{query}")
+        url = self._urls.get((base, path))
+        if url is None:
+            url = self._urls[(base, path)] = URL(base + path)
+        return url
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The route handler: OpenAI-shaped errors are made here, with no middleware
+        layer on the hot path."""
+        try:
+            return await self._handle(request)
+        except GatewayError as exc:
+            return error_response(exc)
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(too_large(self.max_body))
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         key = self.auth.check(request)
         body = await request.read()
         payload, model = parse_model(body)
@@ -177,7 +205,7 @@ class Forwarder:
                 self.session, runtime.base_url, payload, runtime.api_key
             )
             counter = UsageCounter(prompt_tokens)
-        url = runtime.base_url + path + (f"?{request.query_string}" if request.query_string else "")
+        url = self._url(runtime.base_url, path, request.query_string)
         try:
             async with self.session.post(
                 url, data=body, headers=headers, timeout=self.timeout
