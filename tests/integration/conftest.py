@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 
 from sparkstack.gateway import build_app
+from sparkstack.gateway.keys import KeyIndex, KeyStore
 from sparkstack.serve import start_gateway
 from sparkstack.settings import Settings
 from sparkstack.stack import load_stack_text
@@ -17,7 +18,7 @@ from sparkstack.supervisor import Supervisor
 from sparkstack.supervisor.ports import free_port
 
 StartStub = Callable[[web.Application], Awaitable[str]]
-StartGateway = Callable[[str], Awaitable[str]]
+StartGateway = Callable[..., Awaitable[str]]
 
 
 @pytest.fixture
@@ -39,19 +40,24 @@ async def start_stub() -> AsyncIterator[StartStub]:
 
 @pytest.fixture
 async def start_test_gateway(tmp_path: Path) -> AsyncIterator[StartGateway]:
-    """Start a gateway whose one model `stub` (alias `stub-alias`) is external at a URL."""
+    """Start a gateway whose models `stub` (alias `stub-alias`) and `other` are external
+    at a URL; ``gateway_yaml`` adds gateway settings, ``keys`` enables auth."""
     cleanups: list[Callable[[], Awaitable[None]]] = []
 
-    async def start(upstream_url: str) -> str:
+    async def start(upstream_url: str, gateway_yaml: str = "", keys: KeyStore | None = None) -> str:
         stack = load_stack_text(
+            f"gateway: {{{gateway_yaml}}}\n"
             f"models:\n  stub:\n    engine: external\n    url: {upstream_url}/v1\n"
-            "    model: upstream-name\n    aliases: [stub-alias]\n",
+            "    model: upstream-name\n    aliases: [stub-alias]\n"
+            f"  other:\n    engine: external\n    url: {upstream_url}\n",
             "test stack",
         )
         session = aiohttp.ClientSession()
         supervisor = Supervisor(stack, Settings(home=tmp_path, state_dir=tmp_path), session)
         port = free_port()
-        runner = await start_gateway(build_app(supervisor.models, session), "127.0.0.1", port)
+        index = KeyIndex(keys, check_interval=0.0) if keys else None
+        app = build_app(supervisor.models, session, stack.gateway, index)
+        runner = await start_gateway(app, "127.0.0.1", port)
         cleanups.extend([runner.cleanup, session.close])
         return f"http://127.0.0.1:{port}"
 

@@ -25,7 +25,7 @@ async def test_unknown_model_is_404_listing_names(
     assert error["code"] == "model_not_found" and error["param"] == "model"
     assert error["type"] == "invalid_request_error"
     assert "'gpt-5' does not exist" in str(error["message"])
-    assert "Available models: stub, stub-alias" in str(error["message"])
+    assert "Available models: other, stub, stub-alias." in str(error["message"])
 
 
 async def test_malformed_json_and_missing_model_are_400(

@@ -105,3 +105,38 @@ async def test_alias_is_renamed_and_other_fields_pass_untouched(
         async with client.post(gateway + "/v1/chat/completions", json=body) as response:
             assert response.status == 200
     assert seen == [{**body, "model": "upstream-name"}]
+
+
+async def test_client_disconnect_aborts_the_upstream_request(
+    start_stub: StartStub, start_test_gateway: StartGateway
+) -> None:
+    """Issue 5, point 3: the stub sees its connection go within a second."""
+    upstream_saw_disconnect: list[float] = []
+
+    async def endless_stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(sse({"choices": [{"delta": {"content": "first"}}]}))
+        try:
+            for _ in range(400):
+                await asyncio.sleep(0.05)
+                await response.write(b": still generating\n\n")
+        except ConnectionResetError:
+            upstream_saw_disconnect.append(time.perf_counter())
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", endless_stream)
+    gateway = await start_test_gateway(await start_stub(app))
+    async with aiohttp.ClientSession() as client:
+        response = await client.post(gateway + "/v1/chat/completions", json=CHAT)
+        first = await response.content.readany()
+        assert b"first" in first
+        response.close()  # the client goes away mid-stream
+        gone = time.perf_counter()
+    for _ in range(40):
+        if upstream_saw_disconnect:
+            break
+        await asyncio.sleep(0.05)
+    assert upstream_saw_disconnect, "the upstream request was not aborted"
+    assert upstream_saw_disconnect[0] - gone < 1.0
