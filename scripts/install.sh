@@ -61,4 +61,10 @@ if [[ "$(cat "$venv/.sparkstack-installed" 2>/dev/null)" != "llama-cpp-python==$
   pipq "$venv/bin/python" -m pip install --find-links "$wheels" "llama-cpp-python[server]==$LLAMACPP_VERSION"
   echo "llama-cpp-python==$LLAMACPP_VERSION" > "$venv/.sparkstack-installed"
 fi
+if [[ -n "$extras" ]] && ! command -v nginx >/dev/null && [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
+  # benchmarks/gateway_overhead.py compares the gateway with the Debian nginx.
+  step "nginx (for the gateway benchmark)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; } >/dev/null 2>&1 \
+    || echo "warning: nginx could not be installed; benchmarks/gateway_overhead.py needs it" >&2
+fi
 step "installed; engines in $engines"
