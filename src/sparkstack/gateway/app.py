@@ -102,6 +102,11 @@ def build_app(
     app = web.Application(client_max_size=max_body)
     app[METRICS_KEY] = metrics
 
+    async def close_pool(app: web.Application) -> None:
+        await forwarder.pool.close()
+
+    app.on_cleanup.append(close_pool)
+
     async def list_models(request: web.Request) -> web.Response:
         key = auth.check(request)
         entries = models_list(models)

@@ -18,7 +18,6 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from yarl import URL
 
 from sparkstack.errors import GatewayError
 from sparkstack.gateway.keys import KeyIndex, KeyRecord
@@ -33,6 +32,13 @@ from sparkstack.gateway.openai_errors import (
 )
 from sparkstack.gateway.routing import Router
 from sparkstack.gateway.stream_usage import UsageCounter, wants_stream_usage
+from sparkstack.gateway.upstream import (
+    UpstreamBrokenError,
+    UpstreamConnectError,
+    UpstreamPool,
+    UpstreamResponse,
+)
+from sparkstack.gateway.upstream_aiohttp import AiohttpResponse, aiohttp_post
 from sparkstack.stack.schema import GatewaySpec
 from sparkstack.supervisor.runtime import ModelRuntime, ModelState
 
@@ -121,16 +127,7 @@ class Forwarder:
             total=None, sock_connect=spec.connect_timeout, sock_read=spec.read_timeout
         )
         self.max_body = int(spec.max_body_mib * 2**20)
-        self._urls: dict[tuple[str, str], URL] = {}
-
-    def _url(self, base: str, path: str, query: str) -> URL:
-        """Upstream URLs parsed once (yarl parsing is a visible cost per request)."""
-        if query:
-            return URL(f"{base}{path}?{query}")
-        url = self._urls.get((base, path))
-        if url is None:
-            url = self._urls[(base, path)] = URL(base + path)
-        return url
+        self.pool = UpstreamPool(spec.connect_timeout, spec.read_timeout)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The route handler: OpenAI-shaped errors are made here, with no middleware
@@ -205,59 +202,70 @@ class Forwarder:
                 self.session, runtime.base_url, payload, runtime.api_key
             )
             counter = UsageCounter(prompt_tokens)
-        url = self._url(runtime.base_url, path, request.query_string)
+        if request.query_string:
+            path = f"{path}?{request.query_string}"
+        upstream: UpstreamResponse | AiohttpResponse
         try:
-            async with self.session.post(
-                url, data=body, headers=headers, timeout=self.timeout
-            ) as upstream:
-                content_type = upstream.headers.get("Content-Type", "application/json")
-                if content_type.startswith("text/event-stream"):
-                    return await self._relay_stream(request, upstream, runtime, counter, started)
-                data = await upstream.read()
-                self.metrics.bytes_out[runtime.name] += len(data)
-                if upstream.status >= 500:
-                    self.metrics.error(runtime.name, "upstream_status")
-                return web.Response(
-                    body=data, status=upstream.status, headers={"Content-Type": content_type}
+            if runtime.base_url.startswith("http://"):
+                upstream = await self.pool.post(runtime.base_url, path, body, headers)
+            else:
+                upstream = await aiohttp_post(
+                    self.session, runtime.base_url + path, body, headers, self.timeout
                 )
-        except aiohttp.ClientConnectionError as exc:
+        except (UpstreamConnectError, UpstreamBrokenError) as exc:
             self.metrics.error(runtime.name, "upstream_unreachable")
             raise upstream_error(
                 f"The engine of model {runtime.name!r} is not reachable at "
-                f"{runtime.base_url} ({exc.__class__.__name__}); see `sparkstack logs "
-                f"{runtime.name}`."
+                f"{runtime.base_url} ({exc}); see `sparkstack logs {runtime.name}`."
             ) from exc
         except TimeoutError as exc:
             self.metrics.error(runtime.name, "upstream_timeout")
             raise upstream_error(
                 f"The engine of model {runtime.name!r} did not answer in time.", status=504
             ) from exc
+        try:
+            content_type = upstream.content_type
+            if content_type.startswith("text/event-stream"):
+                return await self._relay_stream(request, upstream, runtime, counter, started)
+            try:
+                data = await upstream.read()
+            except (UpstreamBrokenError, TimeoutError) as exc:
+                self.metrics.error(runtime.name, "upstream_died")
+                raise upstream_error(
+                    f"The engine of model {runtime.name!r} broke off its answer ({exc})."
+                ) from exc
+            self.metrics.bytes_out[runtime.name] += len(data)
+            if upstream.status >= 500:
+                self.metrics.error(runtime.name, "upstream_status")
+            return web.Response(
+                body=data, status=upstream.status, headers={"Content-Type": content_type}
+            )
+        finally:
+            upstream.close()
 
     async def _relay_stream(
         self,
         request: web.Request,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse | AiohttpResponse,
         runtime: ModelRuntime,
         counter: UsageCounter | None,
         started: float,
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             status=upstream.status,
-            headers={"Content-Type": upstream.headers["Content-Type"], **_STREAM_HEADERS},
+            headers={"Content-Type": upstream.content_type, **_STREAM_HEADERS},
         )
         await response.prepare(request)
         tail = b""
         sent = 0
         try:
-            async for chunk in upstream.content.iter_any():
+            async for chunk in upstream.iter_chunks():
                 if not sent:
                     self.metrics.ttft[runtime.name].observe(time.perf_counter() - started)
                 await response.write(counter.feed(chunk) if counter else chunk)
                 sent += len(chunk)
                 tail = chunk
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
-            if request.transport is None or request.transport.is_closing():
-                raise
+        except (UpstreamBrokenError, TimeoutError):
             if not tail.rstrip().endswith(b"[DONE]"):
                 # The engine died mid-stream: say so in-band, then end the stream.
                 self.metrics.error(runtime.name, "upstream_died_mid_stream")
