@@ -157,7 +157,34 @@ def kv_dtype_bytes(spec: ModelSpec, facts: ModelFacts) -> int:
     return 1 if spec.kv_cache_dtype == "fp8" else facts.dtype_bytes
 
 
+def planned_shape(spec: ModelSpec, facts: ModelFacts) -> tuple[int, int, int]:
+    """(max model length, sequences, KV bytes per element) a plan sizes the KV cache for."""
+    return (
+        spec.context or facts.max_context or 2048,
+        spec.concurrency or 1,
+        kv_dtype_bytes(spec, facts),
+    )
+
+
 def planned_parts(planned: MemoryEstimate | None) -> tuple[list[str], dict[str, str]]:
     if planned is None:
         return [], {}
     return list(planned.engine_args), dict(planned.engine_env)
+
+
+def finish_launch(
+    spec: ModelSpec,
+    source: str,
+    head: list[str],
+    planned: MemoryEstimate | None,
+    ready_path: str,
+    extra_args: list[str] | None = None,
+) -> LaunchSpec:
+    """argv = head + the plan's flags + ``extra_args`` + the stack's ``args`` (last, so
+    they win); env = offline for local models + the plan's env + the stack's env."""
+    args, env = planned_parts(planned)
+    return LaunchSpec(
+        argv=[*head, *args, *(extra_args or []), *spec.args],
+        env={**local_source_env(source), **env, **spec.env},
+        ready_path=ready_path,
+    )

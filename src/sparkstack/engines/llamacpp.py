@@ -12,8 +12,7 @@ from sparkstack.engines.base import (
     EngineAdapter,
     LaunchSpec,
     MemoryEstimate,
-    local_source_env,
-    planned_parts,
+    finish_launch,
 )
 from sparkstack.engines.registry import register_engine
 from sparkstack.modelfacts.facts import ModelFacts
@@ -61,10 +60,8 @@ class LlamaCppEngine(EngineAdapter):
             install_hint="run scripts/install.sh (builds llama-cpp-python[server])",
         )
         threads = str(os.cpu_count() or 1)
-        args, env = planned_parts(planned)
-        if planned is None:
-            args = ["--n_ctx", str(spec.context or DEFAULT_CONTEXT)]
-        argv = [
+        fallback = [] if planned else ["--n_ctx", str(spec.context or DEFAULT_CONTEXT)]
+        head = [
             *command,
             "--model", source,
             "--model_alias", spec.name,
@@ -75,12 +72,8 @@ class LlamaCppEngine(EngineAdapter):
             # The default (True) aborts a running stream whenever another request
             # arrives: behind a shared gateway, requests must queue instead.
             "--interrupt_requests", "False",
-            *args,
-            *spec.args,
         ]  # fmt: skip
-        return LaunchSpec(
-            argv=argv, env={**local_source_env(source), **env, **spec.env}, ready_path="/v1/models"
-        )
+        return finish_launch(spec, source, head, planned, "/v1/models", fallback)
 
     def memory(
         self, facts: ModelFacts, spec: ModelSpec, machine: MachineProfile, free_at_start: int

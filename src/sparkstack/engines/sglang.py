@@ -14,9 +14,8 @@ from sparkstack.engines.base import (
     EngineAdapter,
     LaunchSpec,
     MemoryEstimate,
-    kv_dtype_bytes,
-    local_source_env,
-    planned_parts,
+    finish_launch,
+    planned_shape,
 )
 from sparkstack.engines.gpu_estimates import CUDA_RUNTIME_BYTES, activation_peak, graph_spike
 from sparkstack.engines.registry import register_engine
@@ -47,28 +46,14 @@ class SglangEngine(EngineAdapter):
             module="sglang.launch_server",
             install_hint="install SGLang into SPARKSTACK_HOME/engines/sglang",
         )
-        args, env = planned_parts(planned)
-        argv = [
-            *command,
-            "--model-path",
-            source,
-            "--served-model-name",
-            spec.name,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            *args,
-            *spec.args,
-        ]
-        return LaunchSpec(
-            argv=argv, env={**local_source_env(source), **env, **spec.env}, ready_path="/health"
-        )
+        head = [*command, "--model-path", source, "--served-model-name", spec.name,
+                "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+        return finish_launch(spec, source, head, planned, "/health")
 
     def memory(
         self, facts: ModelFacts, spec: ModelSpec, machine: MachineProfile, free_at_start: int
     ) -> MemoryEstimate:
-        dtype_bytes = kv_dtype_bytes(spec, facts)
+        max_len, sequences, dtype_bytes = planned_shape(spec, facts)
         cell = int(
             sum(
                 layer_bytes_per_token(layer, dtype_bytes)
@@ -76,8 +61,6 @@ class SglangEngine(EngineAdapter):
                 if layer.kind in (LayerKind.FULL, LayerKind.SLIDING, LayerKind.MLA)
             )
         )
-        max_len = spec.context or facts.max_context or 2048
-        sequences = spec.concurrency or 1
         pool = int(spec.kv_cache_gib * GIB) if spec.kv_cache_gib else cell * max_len * sequences
         tokens = pool // cell if cell else 0
         fraction = math.ceil((facts.weight_bytes + pool) / machine.total_bytes * 1000) / 1000

