@@ -146,6 +146,9 @@ def _gateway_get(path: str) -> dict[str, object]:
     run = RunFile.read(settings.run_file)
     if run is None:
         raise SparkstackError("no stack is running; start one with `sparkstack up`")
+    from sparkstack.env_file import load_env_file
+
+    load_env_file(Path.cwd() / ".env")
     request = urllib.request.Request(run.gateway_url + path)
     admin_key = os.environ.get("SPARKSTACK_ADMIN_KEY")
     if admin_key:
