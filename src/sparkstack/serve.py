@@ -90,18 +90,20 @@ async def serve(stack: Stack, settings: Settings, plan: StackPlan | None = None)
             run_file.write(settings.run_file)
 
         supervisor = Supervisor(stack, settings, session, on_change=record, plan=plan)
-        app = build_app(supervisor.models, session, stack.gateway, keys, metrics)
+        app = build_app(supervisor.models, session, stack.gateway, keys, metrics, supervisor.wake)
         runner = await start_gateway(app, host, port)
         run_file.write(settings.run_file)
         log.info("gateway listening on %s (models: %s)", gateway_url, ", ".join(stack.models))
         starting = asyncio.create_task(supervisor.start_all())
+        idle = asyncio.create_task(supervisor.idle_loop())
         try:
             await stop.wait()
             log.info("shutting down")
         finally:
-            starting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await starting
+            for task in (starting, idle):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await runner.cleanup()
             await supervisor.stop_all()
             RunFile.remove(settings.run_file)

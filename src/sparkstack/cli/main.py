@@ -30,7 +30,7 @@ def _fail(exc: SparkstackError) -> None:
 def _load(stack_file: Path | None, listen: str | None) -> Stack:
     stack = load_stack(stack_file) if stack_file else demo_stack()
     if listen:
-        gateway = stack.gateway.model_validate({"listen": listen})
+        gateway = stack.gateway.model_validate({**stack.gateway.model_dump(), "listen": listen})
         stack = stack.model_copy(update={"gateway": gateway})
     return stack
 

@@ -15,10 +15,10 @@ from sparkstack.gateway.keys import KeyIndex
 from sparkstack.gateway.limits import Limiter
 from sparkstack.gateway.metrics import GatewayMetrics, relabel
 from sparkstack.gateway.openai_errors import error_response
-from sparkstack.gateway.proxy import Authorizer, Forwarder
+from sparkstack.gateway.proxy import Authorizer, Forwarder, Waker
 from sparkstack.gateway.routing import Router
 from sparkstack.gateway.status import model_status, models_list
-from sparkstack.stack.schema import GatewaySpec
+from sparkstack.stack.schema import GatewaySpec, Policy
 from sparkstack.supervisor.runtime import ModelRuntime, ModelState
 
 FORWARDED_ROUTES = (
@@ -90,6 +90,7 @@ def build_app(
     spec: GatewaySpec | None = None,
     keys: KeyIndex | None = None,
     metrics: GatewayMetrics | None = None,
+    waker: Waker | None = None,
 ) -> web.Application:
     spec = spec or GatewaySpec()
     metrics = metrics or GatewayMetrics()
@@ -97,7 +98,7 @@ def build_app(
     router = Router(models)
     auth = Authorizer(keys)
     forwarder = Forwarder(
-        router, session, auth, Limiter(max_inflight=spec.max_inflight), metrics, spec
+        router, session, auth, Limiter(max_inflight=spec.max_inflight), metrics, spec, waker
     )
     app = web.Application(client_max_size=max_body)
     app[METRICS_KEY] = metrics
@@ -119,7 +120,11 @@ def build_app(
 
     async def health(request: web.Request) -> web.Response:
         states = {name: rt.state.value for name, rt in models.items()}
-        ready = all(rt.state is ModelState.READY for rt in models.values())
+        ready = all(
+            rt.state is ModelState.READY
+            for rt in models.values()
+            if rt.spec.policy is Policy.ALWAYS_ON
+        )
         return web.json_response({"status": "ok" if ready else "degraded", "models": states})
 
     async def admin_status(request: web.Request) -> web.Response:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from sparkstack.errors import GatewayError
+from sparkstack.errors import GatewayError, SparkstackError
 from sparkstack.gateway.keys import KeyIndex, KeyRecord
 from sparkstack.gateway.limits import Limiter
 from sparkstack.gateway.metrics import GatewayMetrics
@@ -43,6 +44,7 @@ from sparkstack.stack.schema import GatewaySpec
 from sparkstack.supervisor.runtime import ModelRuntime, ModelState
 
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+Waker = Callable[[str], Awaitable[ModelRuntime]]
 
 
 def parse_model(body: bytes) -> tuple[dict[str, Any], str]:
@@ -117,12 +119,15 @@ class Forwarder:
         limiter: Limiter,
         metrics: GatewayMetrics,
         spec: GatewaySpec,
+        waker: Waker | None = None,
     ) -> None:
         self.router = router
         self.session = session
         self.auth = auth
         self.limiter = limiter
         self.metrics = metrics
+        self.spec = spec
+        self.waker = waker
         self.timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=spec.connect_timeout, sock_read=spec.read_timeout
         )
@@ -150,7 +155,6 @@ class Forwarder:
                 status=403, error_type="permission_error", param="model",
                 code="model_not_allowed",
             )  # fmt: skip
-        check_ready(runtime)
         path = runtime.adapter.upstream_path(request.path)
         if path is None:
             raise GatewayError(
@@ -166,10 +170,16 @@ class Forwarder:
         metrics = self.metrics
         metrics.inflight[name] += 1
         metrics.bytes_in[name] += len(body)
+        runtime.inflight += 1
         started = time.perf_counter()
         status = 499
         try:
-            response = await self._forward(request, runtime, path, body, payload, started)
+            prepared = None
+            if runtime.state is not ModelState.READY:
+                prepared, answered = await self._wait_for(request, runtime, payload)
+                if answered and prepared is not None:
+                    return prepared  # the wake failed; the stream already says why
+            response = await self._forward(request, runtime, path, body, payload, started, prepared)
             status = response.status
             return response
         except GatewayError as exc:
@@ -181,7 +191,76 @@ class Forwarder:
         finally:
             self.limiter.release(key)
             metrics.inflight[name] -= 1
+            runtime.inflight -= 1
+            runtime.last_used = time.monotonic()
             metrics.request_done(name, request.path, status, time.perf_counter() - started)
+
+    async def _wait_for(
+        self, request: web.Request, runtime: ModelRuntime, payload: dict[str, Any]
+    ) -> tuple[web.StreamResponse | None, bool]:
+        """Wait (bounded) for a stopped on-demand or failed model to start. A streaming
+        client gets SSE comments meanwhile; the prepared stream is returned so the
+        answer continues in it, with True when it already carries the wake's error."""
+        if (
+            self.waker is None
+            or not runtime.adapter.managed
+            or runtime.state is ModelState.STOPPING
+        ):
+            check_ready(runtime)
+        if runtime.waiting >= self.spec.max_waiting:
+            raise GatewayError(
+                f"{runtime.waiting} requests already wait for model {runtime.name!r} to "
+                "load (gateway.max_waiting); retry shortly.",
+                status=503, error_type="service_unavailable", code="model_queue_full",
+            )  # fmt: skip
+        assert self.waker is not None
+        streaming = bool(payload.get("stream"))
+        prepared: web.StreamResponse | None = None
+        name = runtime.name
+        runtime.waiting += 1
+        self.metrics.queued[name] += 1
+        wake = asyncio.ensure_future(self.waker(name))
+        began = time.monotonic()
+        try:
+            while not wake.done():
+                left = self.spec.wake_wait - (time.monotonic() - began)
+                if left <= 0:
+                    raise GatewayError(
+                        f"The model {name!r} is still loading after {self.spec.wake_wait:g}s "
+                        f"(state: {runtime.state.value}); retry later.",
+                        status=503, error_type="service_unavailable", code="model_loading",
+                    )  # fmt: skip
+                step = min(left, self.spec.keepalive_interval) if streaming else left
+                await asyncio.wait([wake], timeout=step)
+                if streaming and not wake.done():
+                    if prepared is None:
+                        prepared = web.StreamResponse(
+                            headers={"Content-Type": "text/event-stream", **_STREAM_HEADERS}
+                        )
+                        await prepared.prepare(request)
+                    waited = time.monotonic() - began
+                    await prepared.write(f": loading model {name} ({waited:.0f}s)\n\n".encode())
+            try:
+                wake.result()
+            except SparkstackError as exc:
+                raise GatewayError(
+                    f"The model {name!r} could not be started: {exc}",
+                    status=503,
+                    error_type="service_unavailable",
+                    code="model_start_failed",
+                ) from exc
+        except GatewayError as exc:
+            if prepared is None:
+                raise
+            await prepared.write(sse_error_event(exc))
+            await prepared.write_eof()
+            return prepared, True
+        finally:
+            runtime.waiting -= 1
+            self.metrics.queued[name] -= 1
+            if not wake.done():
+                wake.cancel()  # only this waiter; the start itself is shielded
+        return prepared, False
 
     async def _forward(
         self,
@@ -191,6 +270,7 @@ class Forwarder:
         body: bytes,
         payload: dict[str, Any],
         started: float,
+        prepared: web.StreamResponse | None = None,
     ) -> web.StreamResponse:
         headers = {"Content-Type": "application/json"}
         if runtime.api_key:
@@ -225,8 +305,10 @@ class Forwarder:
             ) from exc
         try:
             content_type = upstream.content_type
-            if content_type.startswith("text/event-stream"):
-                return await self._relay_stream(request, upstream, runtime, counter, started)
+            if content_type.startswith("text/event-stream") or prepared is not None:
+                return await self._relay_stream(
+                    request, upstream, runtime, counter, started, prepared
+                )
             try:
                 data = await upstream.read()
             except (UpstreamBrokenError, TimeoutError) as exc:
@@ -250,12 +332,25 @@ class Forwarder:
         runtime: ModelRuntime,
         counter: UsageCounter | None,
         started: float,
+        prepared: web.StreamResponse | None = None,
     ) -> web.StreamResponse:
-        response = web.StreamResponse(
-            status=upstream.status,
-            headers={"Content-Type": upstream.content_type, **_STREAM_HEADERS},
+        if prepared is not None and not upstream.content_type.startswith("text/event-stream"):
+            # Stream headers went out while the model woke; an error answer goes in-band.
+            message = (await upstream.read()).decode("utf-8", "replace")
+            error = upstream_error(f"The engine answered {upstream.status}: {message}")
+            await prepared.write(sse_error_event(error))
+            await prepared.write_eof()
+            return prepared
+        response = (
+            prepared
+            if prepared is not None
+            else web.StreamResponse(
+                status=upstream.status,
+                headers={"Content-Type": upstream.content_type, **_STREAM_HEADERS},
+            )
         )
-        await response.prepare(request)
+        if not response.prepared:
+            await response.prepare(request)
         tail = b""
         sent = 0
         try:

@@ -48,14 +48,23 @@ class GatewaySpec(_Strict):
     max_inflight: int = Field(
         default=1024, gt=0, description="Requests in flight (and queued) before 503."
     )
+    wake_wait: Seconds = Field(
+        default=600.0, description="How long a request waits for its model to wake; then 503."
+    )
+    max_waiting: int = Field(
+        default=64, gt=0, description="Requests that may wait for one model to wake."
+    )
+    keepalive_interval: Seconds = Field(
+        default=2.0, description="SSE comment interval for streams waiting on a wake."
+    )
     connect_timeout: Seconds = Field(default=30.0, description="Upstream connect timeout.")
     read_timeout: Seconds = Field(
         default=3600.0, description="Upstream silence allowed between bytes; never cuts a stream."
     )
 
-    _parse_durations = field_validator("connect_timeout", "read_timeout", mode="before")(
-        lambda cls, v: parse_duration(v)
-    )
+    _parse_durations = field_validator(
+        "connect_timeout", "read_timeout", "wake_wait", "keepalive_interval", mode="before"
+    )(lambda cls, v: parse_duration(v))
 
     @field_validator("listen")
     @classmethod

@@ -29,6 +29,12 @@ class ModelRuntime:
     error: str | None = None
     base_url: str = ""
     ready_seconds: float | None = None
+    inflight: int = 0
+    """Requests the gateway is serving with this model now."""
+    waiting: int = 0
+    """Requests waiting for this model to wake."""
+    last_used: float = 0.0
+    """time.monotonic() of the last request's end (or of becoming ready)."""
     upstream_model: str = field(init=False)
     api_key: str | None = field(init=False)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Callable
 
 import aiohttp
@@ -48,6 +49,7 @@ class Supervisor:
             if not runtime.adapter.managed:
                 runtime.state = ModelState.READY
         self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._waking: dict[str, asyncio.Task[ModelRuntime]] = {}
         self._locks = {name: asyncio.Lock() for name in self.models}
 
     def start_order(self) -> list[ModelRuntime]:
@@ -121,6 +123,7 @@ class Supervisor:
                 await process.stop(runtime.spec.stop_timeout)
                 self._set(runtime, ModelState.STOPPED, "start cancelled")
                 raise
+            runtime.last_used = time.monotonic()
             self._set(runtime, ModelState.READY)
             log.info("%s is ready (%.1fs)", name, runtime.ready_seconds)
             self._watchers[name] = asyncio.create_task(self._watch(runtime, process))
@@ -131,6 +134,34 @@ class Supervisor:
             return None
         model = self.plan.model(name)
         return model.estimate() if model.engine_args or model.engine_env else None
+
+    async def wake(self, name: str) -> ModelRuntime:
+        """Start a stopped or failed model; concurrent callers share one start."""
+        runtime = self.models[name]
+        if runtime.state is ModelState.READY:
+            return runtime
+        task = self._waking.get(name)
+        if task is None or task.done():
+            task = self._waking[name] = asyncio.create_task(self.start(name))
+            task.add_done_callback(_retrieve)
+        return await asyncio.shield(task)
+
+    async def idle_loop(self, period: float = 0.5) -> None:
+        """Stop on-demand models idle past their idle_timeout with nothing in flight."""
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for runtime in list(self.models.values()):
+                spec = runtime.spec
+                if (
+                    spec.policy is Policy.ON_DEMAND
+                    and runtime.state is ModelState.READY
+                    and runtime.inflight == 0
+                    and runtime.waiting == 0
+                    and now - runtime.last_used > spec.idle_timeout
+                ):
+                    log.info("%s idle for %.0fs: stopping it", runtime.name, spec.idle_timeout)
+                    await self.stop(runtime.name)
 
     async def _watch(self, runtime: ModelRuntime, process: ManagedProcess) -> None:
         returncode = await process.wait()
@@ -164,3 +195,9 @@ class Supervisor:
         runtime.error = error
         if self.on_change:
             self.on_change(runtime)
+
+
+def _retrieve(task: asyncio.Task[ModelRuntime]) -> None:
+    """A wake whose waiters all left still has its outcome consumed (no warning)."""
+    if not task.cancelled():
+        task.exception()
