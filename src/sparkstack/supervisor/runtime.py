@@ -34,6 +34,9 @@ class ModelRuntime:
     waiting: int = 0
     """Requests waiting for this model to wake."""
     last_used: float = 0.0
+    ready_at: float = 0.0
+    restarts: int = 0
+    """Restarts in a row after crashes (reset once it stays up)."""
     """time.monotonic() of the last request's end (or of becoming ready)."""
     upstream_model: str = field(init=False)
     api_key: str | None = field(init=False)
@@ -43,6 +46,10 @@ class ModelRuntime:
         self.api_key = self.adapter.api_key(self.spec)
         if not self.adapter.managed:
             self.base_url = self.adapter.base_url(self.spec, None)
+
+    @property
+    def failed(self) -> bool:
+        return self.state is ModelState.FAILED
 
     @property
     def name(self) -> str:

@@ -13,7 +13,7 @@ import aiohttp
 
 from sparkstack.engines.base import MemoryEstimate
 from sparkstack.engines.registry import get_engine
-from sparkstack.errors import SparkstackError
+from sparkstack.errors import SparkstackError, SupervisorError
 from sparkstack.planner.plan import StackPlan
 from sparkstack.settings import Settings
 from sparkstack.stack.schema import Policy, Stack
@@ -25,6 +25,9 @@ from sparkstack.supervisor.runtime import ModelRuntime, ModelState
 log = logging.getLogger("sparkstack.supervisor")
 
 ChangeListener = Callable[[ModelRuntime], None]
+MAX_RESTARTS = 5
+STABLE_SECONDS = 60.0
+"""An engine that served this long before crashing gets a fresh restart budget."""
 
 
 class Supervisor:
@@ -50,6 +53,7 @@ class Supervisor:
                 runtime.state = ModelState.READY
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._waking: dict[str, asyncio.Task[ModelRuntime]] = {}
+        self._closing = False
         self._locks = {name: asyncio.Lock() for name in self.models}
 
     def start_order(self) -> list[ModelRuntime]:
@@ -123,7 +127,7 @@ class Supervisor:
                 await process.stop(runtime.spec.stop_timeout)
                 self._set(runtime, ModelState.STOPPED, "start cancelled")
                 raise
-            runtime.last_used = time.monotonic()
+            runtime.last_used = runtime.ready_at = time.monotonic()
             self._set(runtime, ModelState.READY)
             log.info("%s is ready (%.1fs)", name, runtime.ready_seconds)
             self._watchers[name] = asyncio.create_task(self._watch(runtime, process))
@@ -140,6 +144,8 @@ class Supervisor:
         runtime = self.models[name]
         if runtime.state is ModelState.READY:
             return runtime
+        if self._closing:
+            raise SupervisorError(f"{name}: the stack is shutting down")
         task = self._waking.get(name)
         if task is None or task.done():
             task = self._waking[name] = asyncio.create_task(self.start(name))
@@ -164,11 +170,34 @@ class Supervisor:
                     await self.stop(runtime.name)
 
     async def _watch(self, runtime: ModelRuntime, process: ManagedProcess) -> None:
+        """An engine that exits on its own is failed; an always-on one is restarted
+        with exponential back-off (1, 2, 4, ... s) up to ``MAX_RESTARTS`` in a row."""
         returncode = await process.wait()
-        if runtime.process is process and runtime.state is ModelState.READY:
-            message = f"engine {describe_exit(returncode)}; see {process.log_path}"
-            log.error("%s: %s", runtime.name, message)
-            self._set(runtime, ModelState.FAILED, message)
+        if runtime.process is not process or runtime.state is not ModelState.READY:
+            return
+        message = f"engine {describe_exit(returncode)}; see {process.log_path}"
+        log.error("%s: %s", runtime.name, message)
+        runtime.process = None
+        self._set(runtime, ModelState.FAILED, message)
+        if runtime.spec.policy is not Policy.ALWAYS_ON:
+            return  # the next request wakes it
+        stable = time.monotonic() - runtime.ready_at > STABLE_SECONDS
+        runtime.restarts = 0 if stable else runtime.restarts
+        while runtime.restarts < MAX_RESTARTS and runtime.failed:
+            delay = 2.0**runtime.restarts
+            runtime.restarts += 1
+            log.info("restarting %s in %.0fs (attempt %d of %d)", runtime.name, delay,
+                     runtime.restarts, MAX_RESTARTS)  # fmt: skip
+            await asyncio.sleep(delay)
+            if not runtime.failed:
+                return  # a request woke it meanwhile, or it was unloaded
+            try:
+                await self.wake(runtime.name)
+                return
+            except SparkstackError as exc:
+                log.error("%s: restart failed: %s", runtime.name, exc)
+        if runtime.failed:
+            runtime.error = f"{message}; gave up after {MAX_RESTARTS} restarts"
 
     async def stop(self, name: str) -> str:
         runtime = self.models[name]
@@ -186,6 +215,9 @@ class Supervisor:
         return outcome
 
     async def stop_all(self) -> dict[str, str]:
+        self._closing = True
+        for task in list(self._watchers.values()) + list(self._waking.values()):
+            task.cancel()
         names = [rt.name for rt in self.models.values() if rt.process is not None]
         outcomes = await asyncio.gather(*(self.stop(name) for name in names))
         return dict(zip(names, outcomes, strict=True))
