@@ -89,7 +89,10 @@ async def serve(stack: Stack, settings: Settings, plan: StackPlan | None = None)
                 run_file.engines[runtime.name] = runtime.pid
             run_file.write(settings.run_file)
 
-        supervisor = Supervisor(stack, settings, session, on_change=record, plan=plan)
+        supervisor = Supervisor(
+            stack, settings, session, on_change=record, plan=plan,
+            on_event=lambda runtime, event: metrics.event(runtime.name, event),
+        )  # fmt: skip
         app = build_app(supervisor.models, session, stack.gateway, keys, metrics, supervisor.wake)
         runner = await start_gateway(app, host, port)
         run_file.write(settings.run_file)

@@ -25,6 +25,7 @@ from sparkstack.supervisor.runtime import ModelRuntime, ModelState
 log = logging.getLogger("sparkstack.supervisor")
 
 ChangeListener = Callable[[ModelRuntime], None]
+EventListener = Callable[[ModelRuntime, str], None]
 MAX_RESTARTS = 5
 STABLE_SECONDS = 60.0
 """An engine that served this long before crashing gets a fresh restart budget."""
@@ -38,12 +39,14 @@ class Supervisor:
         session: aiohttp.ClientSession,
         on_change: ChangeListener | None = None,
         plan: StackPlan | None = None,
+        on_event: EventListener | None = None,
     ) -> None:
         self.stack = stack
         self.settings = settings
         self.session = session
         self.on_change = on_change
         self.plan = plan
+        self.on_event = on_event
         self.models: dict[str, ModelRuntime] = {
             name: ModelRuntime(spec=spec, adapter=get_engine(spec.engine))
             for name, spec in stack.models.items()
@@ -54,6 +57,7 @@ class Supervisor:
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._waking: dict[str, asyncio.Task[ModelRuntime]] = {}
         self._closing = False
+        self._room = asyncio.Lock()
         self._locks = {name: asyncio.Lock() for name in self.models}
 
     def start_order(self) -> list[ModelRuntime]:
@@ -148,9 +152,63 @@ class Supervisor:
             raise SupervisorError(f"{name}: the stack is shutting down")
         task = self._waking.get(name)
         if task is None or task.done():
-            task = self._waking[name] = asyncio.create_task(self.start(name))
+            task = self._waking[name] = asyncio.create_task(self._fit_and_start(name))
             task.add_done_callback(_retrieve)
         return await asyncio.shield(task)
+
+    async def _fit_and_start(self, name: str) -> ModelRuntime:
+        """One wake at a time: make room (evicting idle on-demand models, least
+        recently used first), then start; the next wake sees the new resident set."""
+        async with self._room:
+            await self._make_room(name)
+            return await self.start(name)
+
+    def planned_bytes(self, name: str) -> int:
+        return self.plan.model(name).total_bytes if self.plan else 0
+
+    def resident_bytes(self) -> int:
+        """Planned memory of every model that holds memory now."""
+        holding = (ModelState.READY, ModelState.STARTING, ModelState.STOPPING)
+        return sum(
+            self.planned_bytes(rt.name) for rt in self.models.values() if rt.state in holding
+        )
+
+    async def _make_room(self, name: str) -> None:
+        if self.plan is None:
+            return
+        model = self.plan.model(name)
+        need = model.total_bytes + model.spike_bytes
+        budget = self.plan.machine.budget_bytes
+        while self.resident_bytes() + need > budget:
+            idle = [
+                rt for rt in self.models.values()
+                if rt.name != name and rt.spec.policy is Policy.ON_DEMAND
+                and rt.state is ModelState.READY and rt.inflight == 0 and rt.waiting == 0
+            ]  # fmt: skip
+            if not idle:
+                raise SupervisorError(self._no_room(name, need, budget))
+            victim = min(idle, key=lambda rt: rt.last_used)
+            log.info("evicting %s (least recently used) to make room for %s", victim.name, name)
+            self._set_event(victim, "evicted")
+            await self.stop(victim.name)
+
+    def _no_room(self, name: str, need: int, budget: int) -> str:
+        holders = []
+        for rt in self.models.values():
+            if (
+                rt.name != name
+                and self.planned_bytes(rt.name)
+                and rt.state is not ModelState.STOPPED
+            ):
+                why = "always on" if rt.spec.policy is Policy.ALWAYS_ON else (
+                    "in use" if rt.inflight or rt.waiting else rt.state.value
+                )  # fmt: skip
+                holders.append(f"{rt.name} {self.planned_bytes(rt.name) / 2**30:.2f} GiB ({why})")
+        free = budget - self.resident_bytes()
+        return (
+            f"{name} needs {need / 2**30:.2f} GiB but only {free / 2**30:.2f} GiB of the "
+            f"{budget / 2**30:.2f} GiB budget are free; held by: {', '.join(holders) or 'nothing'}"
+        )
 
     async def idle_loop(self, period: float = 0.5) -> None:
         """Stop on-demand models idle past their idle_timeout with nothing in flight."""
@@ -221,6 +279,10 @@ class Supervisor:
         names = [rt.name for rt in self.models.values() if rt.process is not None]
         outcomes = await asyncio.gather(*(self.stop(name) for name in names))
         return dict(zip(names, outcomes, strict=True))
+
+    def _set_event(self, runtime: ModelRuntime, event: str) -> None:
+        if self.on_event:
+            self.on_event(runtime, event)
 
     def _set(self, runtime: ModelRuntime, state: ModelState, error: str | None = None) -> None:
         runtime.state = state
