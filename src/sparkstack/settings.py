@@ -49,6 +49,10 @@ class Settings:
         return self.state_dir / "run.json"
 
     @property
+    def footprints_file(self) -> Path:
+        return self.state_dir / "footprints.csv"
+
+    @property
     def log_dir(self) -> Path:
         return self.state_dir / "logs"
 

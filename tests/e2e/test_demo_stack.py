@@ -3,6 +3,7 @@ client (issue 2, point 3)."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import openai
@@ -93,3 +94,17 @@ def test_logs_command(demo_up: UpProcess) -> None:
     result = demo_up.sparkstack("logs", "minilm", "-n", "500")
     assert result.returncode == 0
     assert "sparkstack starts minilm" in result.stdout
+
+
+def test_warm_up_and_footprints(demo_up: UpProcess) -> None:
+    """Issue 4: each engine got a warm-up request before it was ready, and a
+    footprint row puts the measured memory beside the plan."""
+    with (demo_up.state_dir / "footprints.csv").open(newline="") as handle:
+        rows = {row["model"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {"smol", "minilm"}
+    assert rows["smol"]["engine_kv_tokens"] == rows["smol"]["planned_kv_tokens"] == "2048"
+    for row in rows.values():
+        assert int(row["rss_bytes"]) > 50 * 2**20
+        assert float(row["warmup_seconds"]) > 0
+    output = demo_up.output()
+    assert "smol is ready" in output and "warm-up" in output

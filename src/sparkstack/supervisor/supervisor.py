@@ -17,6 +17,7 @@ from sparkstack.errors import SparkstackError, SupervisorError
 from sparkstack.planner.plan import StackPlan
 from sparkstack.settings import Settings
 from sparkstack.stack.schema import Policy, Stack
+from sparkstack.supervisor.footprints import append_footprint, measure, warm_up
 from sparkstack.supervisor.ports import free_port
 from sparkstack.supervisor.process import ManagedProcess, describe_exit
 from sparkstack.supervisor.readiness import wait_ready
@@ -131,11 +132,22 @@ class Supervisor:
                 await process.stop(runtime.spec.stop_timeout)
                 self._set(runtime, ModelState.STOPPED, "start cancelled")
                 raise
+            warmup = await warm_up(self.session, runtime)
             runtime.last_used = runtime.ready_at = time.monotonic()
             self._set(runtime, ModelState.READY)
-            log.info("%s is ready (%.1fs)", name, runtime.ready_seconds)
+            log.info("%s is ready (%.1fs, warm-up %s)", name, runtime.ready_seconds,
+                     f"{warmup:.2f}s" if warmup is not None else "not accepted")  # fmt: skip
+            await self._record_footprint(runtime, warmup)
             self._watchers[name] = asyncio.create_task(self._watch(runtime, process))
             return runtime
+
+    async def _record_footprint(self, runtime: ModelRuntime, warmup: float | None) -> None:
+        planned = self.plan.model(runtime.name) if self.plan else None
+        row = await asyncio.to_thread(
+            measure, runtime, planned.total_bytes if planned else 0,
+            planned.kv_tokens if planned else 0, warmup,
+        )  # fmt: skip
+        await asyncio.to_thread(append_footprint, self.settings.footprints_file, row)
 
     def _planned(self, name: str) -> MemoryEstimate | None:
         if self.plan is None:

@@ -1,0 +1,141 @@
+"""Warm-up and footprints: after an engine is ready, one tiny request on the
+path clients use (so first-request JIT and graph capture happen before users
+arrive), then a CSV row of what the model really holds next to the plan's
+prediction - the data users need to plan multi-model stacks."""
+
+from __future__ import annotations
+
+import csv
+import re
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+from sparkstack.supervisor.runtime import ModelRuntime
+
+_WARMUP_TIMEOUT = aiohttp.ClientTimeout(total=600)
+_KV_PATTERNS = (
+    re.compile(r"KV cache size: ([\d,]+) tokens"),  # vLLM
+    re.compile(r"llama_kv_cache: size =\s+[\d.]+ MiB \(\s*(\d+) cells"),  # llama.cpp
+)
+
+
+async def warm_up(session: aiohttp.ClientSession, runtime: ModelRuntime) -> float | None:
+    """A 3-token chat request (or an embedding, for pooling models); seconds taken, or
+    None when the engine took neither."""
+    headers = {"Authorization": f"Bearer {runtime.api_key}"} if runtime.api_key else None
+    attempts = (
+        ("/v1/chat/completions",
+         {"model": runtime.upstream_model, "max_tokens": 3,
+          "messages": [{"role": "user", "content": "Hi"}]}),
+        ("/v1/embeddings", {"model": runtime.upstream_model, "input": "Hi"}),
+    )  # fmt: skip
+    for path, body in attempts:
+        started = time.perf_counter()
+        try:
+            async with session.post(
+                runtime.base_url + path, json=body, headers=headers, timeout=_WARMUP_TIMEOUT
+            ) as response:
+                await response.read()
+                if response.status == 200:
+                    return time.perf_counter() - started
+        except (aiohttp.ClientError, TimeoutError):
+            continue
+    return None
+
+
+@dataclass
+class Footprint:
+    time: str
+    model: str
+    engine: str
+    planned_total_bytes: int
+    planned_kv_tokens: int
+    engine_kv_tokens: int | None
+    rss_bytes: int
+    gpu_bytes: int | None
+    ready_seconds: float | None
+    warmup_seconds: float | None
+
+
+def engine_kv_tokens(log_path: Path) -> int | None:
+    """The KV size the engine itself reported in its log (last start)."""
+    try:
+        text = log_path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    text = text.rsplit("=== sparkstack starts", 1)[-1]
+    for pattern in _KV_PATTERNS:
+        found = pattern.findall(text)
+        if found:
+            return int(found[-1].replace(",", ""))
+    return None
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def gpu_bytes(pids: set[int]) -> int | None:
+    """NVML per-process memory of these pids (discrete GPUs), None without NVML."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001  (no NVIDIA driver: no figure)
+        return None
+    try:
+        total = 0
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                if proc.pid in pids:
+                    total += int(proc.usedGpuMemory or 0)
+        return total
+    except pynvml.NVMLError:
+        return None  # GB10: no per-process memory figures
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def measure(runtime: ModelRuntime, planned_total: int, planned_kv: int,
+            warmup: float | None) -> Footprint:  # fmt: skip
+    procs = process_tree(runtime.pid) if runtime.pid else []
+    rss = 0
+    for proc in procs:
+        try:
+            rss += proc.memory_info().rss
+        except psutil.Error:
+            continue
+    log_path = runtime.process.log_path if runtime.process else None
+    return Footprint(
+        time=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        model=runtime.name,
+        engine=runtime.spec.engine,
+        planned_total_bytes=planned_total,
+        planned_kv_tokens=planned_kv,
+        engine_kv_tokens=engine_kv_tokens(log_path) if log_path else None,
+        rss_bytes=rss,
+        gpu_bytes=gpu_bytes({p.pid for p in procs}),
+        ready_seconds=runtime.ready_seconds,
+        warmup_seconds=warmup,
+    )
+
+
+def append_footprint(path: Path, row: Footprint) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with path.open("a", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[f.name for f in fields(Footprint)])
+        if new:
+            writer.writeheader()
+        writer.writerow(asdict(row))
