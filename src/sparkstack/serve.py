@@ -93,7 +93,10 @@ async def serve(stack: Stack, settings: Settings, plan: StackPlan | None = None)
             stack, settings, session, on_change=record, plan=plan,
             on_event=lambda runtime, event: metrics.event(runtime.name, event),
         )  # fmt: skip
-        app = build_app(supervisor.models, session, stack.gateway, keys, metrics, supervisor.wake)
+        app = build_app(
+            supervisor.models, session, stack.gateway, keys, metrics, supervisor.wake,
+            supervisor.control,
+        )  # fmt: skip
         runner = await start_gateway(app, host, port)
         run_file.write(settings.run_file)
         log.info("gateway listening on %s (models: %s)", gateway_url, ", ".join(stack.models))

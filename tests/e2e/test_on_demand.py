@@ -139,3 +139,19 @@ def test_always_on_engine_is_restarted_after_a_crash(
     finally:
         up.sparkstack("down")
         up.kill()
+
+
+def test_admin_cli_load_unload_sleep_wake(on_demand: UpProcess) -> None:
+    """Issue 4: `sparkstack load|unload|sleep|wake NAME` through the admin API."""
+    wait_state(on_demand, "stopped")
+    result = on_demand.sparkstack("load", "smol")
+    assert result.returncode == 0, result.stderr
+    assert "smol: ready (state ready)" in result.stdout
+    result = on_demand.sparkstack("unload", "smol")
+    assert result.returncode == 0 and "state stopped" in result.stdout
+    assert on_demand.sparkstack("wake", "smol").returncode == 0
+    assert state(on_demand) == "ready"
+    result = on_demand.sparkstack("sleep", "smol")  # llama.cpp has no sleep mode: stopped
+    assert result.returncode == 0 and "state stopped" in result.stdout
+    unknown = on_demand.sparkstack("load", "nope")
+    assert unknown.returncode == 1 and "does not exist" in unknown.stderr

@@ -139,7 +139,7 @@ def down(timeout: float) -> None:
     click.echo("stack stopped")
 
 
-def _gateway_get(path: str) -> dict[str, object]:
+def _gateway_get(path: str, method: str = "GET") -> dict[str, object]:
     from sparkstack.supervisor.run_file import RunFile
 
     settings = Settings.from_env()
@@ -149,7 +149,7 @@ def _gateway_get(path: str) -> dict[str, object]:
     from sparkstack.env_file import load_env_file
 
     load_env_file(Path.cwd() / ".env")
-    request = urllib.request.Request(run.gateway_url + path)
+    request = urllib.request.Request(run.gateway_url + path, method=method)
     admin_key = os.environ.get("SPARKSTACK_ADMIN_KEY")
     if admin_key:
         request.add_header("Authorization", f"Bearer {admin_key}")
@@ -158,6 +158,12 @@ def _gateway_get(path: str) -> dict[str, object]:
             data: dict[str, object] = json.load(response)
             return data
     except urllib.error.HTTPError as exc:
+        if exc.code not in (401, 403):
+            try:
+                message = json.load(exc)["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = exc.reason
+            raise SparkstackError(f"{path}: {message}") from exc
         raise SparkstackError(
             f"the gateway refused {path} (HTTP {exc.code}); set SPARKSTACK_ADMIN_KEY (in the "
             "environment or .env) to an admin key: `sparkstack keys create NAME --admin`"
@@ -194,6 +200,42 @@ def status(as_json: bool) -> None:
             f"{row['port'] or '-':>6} {row['pid'] or '-':>8} {_mib(row['rss_bytes']):>11}  "
             f"{row['error'] or ''}"
         )
+
+
+def _model_action(action: str, name: str) -> None:
+    try:
+        data = _gateway_get(f"/admin/models/{name}/{action}", method="POST")
+    except SparkstackError as exc:
+        _fail(exc)
+    click.echo(f"{data['model']}: {data['outcome']} (state {data['state']})")
+
+
+@cli.command()
+@click.argument("name")
+def load(name: str) -> None:
+    """Start model NAME now (making room by evicting idle on-demand models)."""
+    _model_action("load", name)
+
+
+@cli.command()
+@click.argument("name")
+def unload(name: str) -> None:
+    """Stop model NAME now; an on-demand model wakes again on its next request."""
+    _model_action("unload", name)
+
+
+@cli.command()
+@click.argument("name")
+def sleep(name: str) -> None:
+    """Put model NAME to sleep (vLLM sleep mode), or stop it if its engine cannot sleep."""
+    _model_action("sleep", name)
+
+
+@cli.command()
+@click.argument("name")
+def wake(name: str) -> None:
+    """Wake model NAME from sleep, or start it."""
+    _model_action("wake", name)
 
 
 @cli.command()

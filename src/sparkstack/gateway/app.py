@@ -5,12 +5,13 @@ gateway settings. Handlers stay thin; forwarding lives in proxy.py."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from sparkstack.errors import GatewayError
+from sparkstack.errors import GatewayError, SparkstackError
 from sparkstack.gateway.keys import KeyIndex
 from sparkstack.gateway.limits import Limiter
 from sparkstack.gateway.metrics import GatewayMetrics, relabel
@@ -28,6 +29,8 @@ FORWARDED_ROUTES = (
 _ENGINE_METRICS_TIMEOUT = aiohttp.ClientTimeout(total=3)
 
 METRICS_KEY = web.AppKey("metrics", GatewayMetrics)
+AdminControl = Callable[[str, str], Awaitable[str]]
+"""(model, action) -> outcome; actions: load, unload, sleep, wake."""
 
 
 def openai_errors(handler: Handler) -> Handler:
@@ -91,6 +94,7 @@ def build_app(
     keys: KeyIndex | None = None,
     metrics: GatewayMetrics | None = None,
     waker: Waker | None = None,
+    admin: AdminControl | None = None,
 ) -> web.Application:
     spec = spec or GatewaySpec()
     metrics = metrics or GatewayMetrics()
@@ -141,6 +145,28 @@ def build_app(
     app.router.add_get("/v1/models", openai_errors(list_models))
     app.router.add_get("/health", health)
     app.router.add_get("/admin/status", openai_errors(admin_status))
+    if admin is not None:
+        control = admin
+
+        async def admin_action(request: web.Request) -> web.Response:
+            auth.check(request, admin=True)
+            name, action = request.match_info["name"], request.match_info["action"]
+            runtime = router.resolve(name)
+            try:
+                outcome = await control(runtime.name, action)
+            except SparkstackError as exc:
+                raise GatewayError(
+                    f"{action} {runtime.name}: {exc}", status=409,
+                    error_type="invalid_request_error", code=f"{action}_failed",
+                ) from exc  # fmt: skip
+            return web.json_response(
+                {"model": runtime.name, "action": action, "outcome": outcome,
+                 "state": runtime.state.value}
+            )  # fmt: skip
+
+        app.router.add_post(
+            "/admin/models/{name}/{action:load|unload|sleep|wake}", openai_errors(admin_action)
+        )
     app.router.add_get("/metrics", openai_errors(prometheus))
     for path in FORWARDED_ROUTES:
         app.router.add_post(path, forwarder.handle)

@@ -222,6 +222,22 @@ class Supervisor:
             f"{budget / 2**30:.2f} GiB budget are free; held by: {', '.join(holders) or 'nothing'}"
         )
 
+    async def control(self, name: str, action: str) -> str:
+        """The admin API's actions: load (start, making room), unload (stop), and
+        sleep / wake (engines with a sleep mode; others are stopped / started)."""
+        if action in ("load", "wake"):
+            await self.wake(name)
+            return "ready"
+        if action == "sleep":
+            return await self.put_away(name)
+        if action == "unload":
+            return await self.stop(name)
+        raise SupervisorError(f"unknown action {action!r}; use load, unload, sleep or wake")
+
+    async def put_away(self, name: str) -> str:
+        """Idle handling: stop the model (engines without a sleep mode)."""
+        return await self.stop(name)
+
     async def idle_loop(self, period: float = 0.5) -> None:
         """Stop on-demand models idle past their idle_timeout with nothing in flight."""
         while True:
@@ -236,8 +252,9 @@ class Supervisor:
                     and runtime.waiting == 0
                     and now - runtime.last_used > spec.idle_timeout
                 ):
-                    log.info("%s idle for %.0fs: stopping it", runtime.name, spec.idle_timeout)
-                    await self.stop(runtime.name)
+                    log.info("%s idle for %.0fs: putting it away", runtime.name, spec.idle_timeout)
+                    self._set_event(runtime, "idle")
+                    await self.put_away(runtime.name)
 
     async def _watch(self, runtime: ModelRuntime, process: ManagedProcess) -> None:
         """An engine that exits on its own is failed; an always-on one is restarted
