@@ -72,6 +72,8 @@ class EngineAdapter(ABC):
         "/v1/embeddings": "/v1/embeddings",
     }
     """Gateway route -> the engine's path; a route missing here is a 404."""
+    supports_sleep: ClassVar[bool] = False
+    """The engine can put a loaded model to sleep and wake it without a restart."""
     reports_stream_usage: ClassVar[bool] = True
     """False when the engine ignores ``stream_options.include_usage``; the gateway then
     adds the usage chunk, with prompt tokens from ``count_prompt_tokens``."""
@@ -103,6 +105,14 @@ class EngineAdapter(ABC):
         if spec.api_key_env:
             return os.environ.get(spec.api_key_env) or None
         return None
+
+    async def sleep(self, session: aiohttp.ClientSession, base_url: str, level: int,
+                    api_key: str | None) -> None:  # fmt: skip
+        raise EngineError(f"engine {self.name!r} has no sleep mode")
+
+    async def wake_up(self, session: aiohttp.ClientSession, base_url: str, level: int,
+                      api_key: str | None) -> None:  # fmt: skip
+        raise EngineError(f"engine {self.name!r} has no sleep mode")
 
     def upstream_path(self, route: str) -> str | None:
         return self.routes.get(route)

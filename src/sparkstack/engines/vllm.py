@@ -4,7 +4,10 @@ console script looks up the wrong distribution name), and its memory model."""
 
 from __future__ import annotations
 
+import json
 import math
+
+import aiohttp
 
 from sparkstack.engines.base import (
     EngineAdapter,
@@ -70,21 +73,35 @@ class VllmEngine(EngineAdapter):
         ]  # fmt: skip
         return finish_launch(spec, source, head, planned, "/health")
 
+    supports_sleep = True
+
+    async def sleep(
+        self, session: aiohttp.ClientSession, base_url: str, level: int, api_key: str | None
+    ) -> None:
+        """POST /sleep?level=N: level 1 offloads weights to host memory and drops the
+        KV cache; level 2 drops both (vLLM sleep mode, dev-mode endpoints)."""
+        await _call(session, "POST", f"{base_url}/sleep?level={level}", api_key)
+        await _expect_sleeping(session, base_url, api_key, True)
+
+    async def wake_up(
+        self, session: aiohttp.ClientSession, base_url: str, level: int, api_key: str | None
+    ) -> None:
+        """POST /wake_up; after level 2 the weights must be reloaded and the prefix
+        cache reset (collective_rpc reload_weights, reset_prefix_cache)."""
+        await _call(session, "POST", f"{base_url}/wake_up", api_key)
+        if level == 2:
+            await _call(session, "POST", f"{base_url}/collective_rpc", api_key,
+                        {"method": "reload_weights"})  # fmt: skip
+            await _call(session, "POST", f"{base_url}/reset_prefix_cache", api_key)
+        await _expect_sleeping(session, base_url, api_key, False)
+
     def memory(
         self, facts: ModelFacts, spec: ModelSpec, machine: MachineProfile, free_at_start: int
     ) -> MemoryEstimate:
         cpu = machine.device == "cpu"
         block = _block_size(machine)
         max_len, sequences, dtype_bytes = planned_shape(spec, facts)
-        args: list[str] = []
-        env: dict[str, str] = {}
-        notes: list[str] = []
-        if spec.context:
-            args += ["--max-model-len", str(spec.context)]
-        if spec.concurrency:
-            args += ["--max-num-seqs", str(spec.concurrency)]
-        if spec.kv_cache_dtype == "fp8":
-            args += ["--kv-cache-dtype", "fp8"]
+        args, env, notes = _flags(spec, cpu)
         if spec.kv_cache_gib is not None:
             pool = int(spec.kv_cache_gib * GIB)
         else:
@@ -136,3 +153,53 @@ class VllmEngine(EngineAdapter):
             engine_env=env,
             notes=notes,
         )
+
+
+_CONTROL_TIMEOUT = aiohttp.ClientTimeout(total=600)
+
+
+async def _call(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    api_key: str | None,
+    body: dict[str, object] | None = None,
+) -> object:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    try:
+        async with session.request(
+            method, url, json=body, headers=headers, timeout=_CONTROL_TIMEOUT
+        ) as response:
+            text = await response.text()
+            if response.status != 200:
+                raise EngineError(f"{method} {url}: HTTP {response.status}: {text[:200]}")
+            return json.loads(text) if text.strip().startswith(("{", "[")) else text
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise EngineError(f"{method} {url}: {exc}") from exc
+
+
+async def _expect_sleeping(
+    session: aiohttp.ClientSession, base_url: str, api_key: str | None, expected: bool
+) -> None:
+    answer = await _call(session, "GET", f"{base_url}/is_sleeping", api_key)
+    if not isinstance(answer, dict) or answer.get("is_sleeping") is not expected:
+        raise EngineError(f"{base_url}/is_sleeping answered {answer!r}, expected {expected}")
+
+
+def _flags(spec: ModelSpec, cpu: bool) -> tuple[list[str], dict[str, str], list[str]]:
+    """The stack entry's own vLLM flags (the memory flags are added by the caller)."""
+    args: list[str] = []
+    env: dict[str, str] = {}
+    notes: list[str] = []
+    if spec.context:
+        args += ["--max-model-len", str(spec.context)]
+    if spec.concurrency:
+        args += ["--max-num-seqs", str(spec.concurrency)]
+    if spec.kv_cache_dtype == "fp8":
+        args += ["--kv-cache-dtype", "fp8"]
+    if spec.sleep_mode and cpu:
+        notes.append("sleep mode is not supported by vLLM's CPU build: idle means stopped")
+    elif spec.sleep_mode:
+        args.append("--enable-sleep-mode")
+        env["VLLM_SERVER_DEV_MODE"] = "1"  # exposes /sleep, /wake_up, /is_sleeping
+    return args, env, notes

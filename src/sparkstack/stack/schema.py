@@ -122,6 +122,11 @@ class ModelSpec(_Strict):
     enforce_eager: bool = Field(
         default=False, description="No CUDA graphs / torch.compile: no first-request spike."
     )
+    sleep_mode: bool = Field(
+        default=False,
+        description="vLLM: start with sleep mode; an idle on-demand model sleeps instead of "
+        "stopping (level 1 on discrete GPUs, level 2 on unified memory).",
+    )
     kv_cache_gib: float | None = Field(
         default=None, gt=0, description="Pin the KV-cache pool size instead of deriving it."
     )

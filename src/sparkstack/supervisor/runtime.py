@@ -16,6 +16,7 @@ class ModelState(StrEnum):
     STARTING = "starting"
     READY = "ready"
     STOPPING = "stopping"
+    SLEEPING = "sleeping"
     FAILED = "failed"
 
 
@@ -36,6 +37,7 @@ class ModelRuntime:
     last_used: float = 0.0
     ready_at: float = 0.0
     restarts: int = 0
+    sleep_level: int | None = None
     """Restarts in a row after crashes (reset once it stays up)."""
     """time.monotonic() of the last request's end (or of becoming ready)."""
     upstream_model: str = field(init=False)

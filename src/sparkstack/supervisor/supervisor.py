@@ -173,29 +173,58 @@ class Supervisor:
         recently used first), then start; the next wake sees the new resident set."""
         async with self._room:
             await self._make_room(name)
+            runtime = self.models[name]
+            if runtime.state is ModelState.SLEEPING:
+                if await self._wake_from_sleep(runtime):
+                    return runtime
+                await self.stop(name)  # a failed wake-up: start it afresh
             return await self.start(name)
 
-    def planned_bytes(self, name: str) -> int:
-        return self.plan.model(name).total_bytes if self.plan else 0
+    async def _wake_from_sleep(self, runtime: ModelRuntime) -> bool:
+        level = runtime.sleep_level or 1
+        try:
+            await runtime.adapter.wake_up(self.session, runtime.base_url, level, runtime.api_key)
+        except SparkstackError as exc:
+            log.error("%s: waking from sleep failed: %s", runtime.name, exc)
+            return False
+        runtime.sleep_level = None
+        runtime.last_used = time.monotonic()
+        self._set(runtime, ModelState.READY)
+        self._set_event(runtime, f"woke_level_{level}")
+        return True
+
+    def sleep_level(self) -> int:
+        """Level 1 keeps the weights in host memory: on a unified-memory machine that
+        is the same pool and frees only the KV cache, so sleep there is level 2."""
+        return 2 if self.plan is None or self.plan.machine.unified else 1
+
+    def held_bytes(self, runtime: ModelRuntime) -> int:
+        """What a model holds now: its planned total while loaded; asleep, its runtime
+        overhead, plus its weights if level 1 left them in the same (unified) pool."""
+        if self.plan is None or runtime.state in (ModelState.STOPPED, ModelState.FAILED):
+            return 0
+        model = self.plan.model(runtime.name)
+        if runtime.state is ModelState.SLEEPING:
+            weights_stay = runtime.sleep_level == 1 and self.plan.machine.unified
+            return model.overhead_bytes + (model.weights_bytes if weights_stay else 0)
+        return model.total_bytes
 
     def resident_bytes(self) -> int:
         """Planned memory of every model that holds memory now."""
-        holding = (ModelState.READY, ModelState.STARTING, ModelState.STOPPING)
-        return sum(
-            self.planned_bytes(rt.name) for rt in self.models.values() if rt.state in holding
-        )
+        return sum(self.held_bytes(rt) for rt in self.models.values())
 
     async def _make_room(self, name: str) -> None:
         if self.plan is None:
             return
         model = self.plan.model(name)
-        need = model.total_bytes + model.spike_bytes
+        need = model.total_bytes + model.spike_bytes - self.held_bytes(self.models[name])
         budget = self.plan.machine.budget_bytes
         while self.resident_bytes() + need > budget:
             idle = [
                 rt for rt in self.models.values()
                 if rt.name != name and rt.spec.policy is Policy.ON_DEMAND
-                and rt.state is ModelState.READY and rt.inflight == 0 and rt.waiting == 0
+                and rt.state in (ModelState.READY, ModelState.SLEEPING)
+                and rt.inflight == 0 and rt.waiting == 0
             ]  # fmt: skip
             if not idle:
                 raise SupervisorError(self._no_room(name, need, budget))
@@ -207,15 +236,12 @@ class Supervisor:
     def _no_room(self, name: str, need: int, budget: int) -> str:
         holders = []
         for rt in self.models.values():
-            if (
-                rt.name != name
-                and self.planned_bytes(rt.name)
-                and rt.state is not ModelState.STOPPED
-            ):
+            held = self.held_bytes(rt)
+            if rt.name != name and held:
                 why = "always on" if rt.spec.policy is Policy.ALWAYS_ON else (
                     "in use" if rt.inflight or rt.waiting else rt.state.value
                 )  # fmt: skip
-                holders.append(f"{rt.name} {self.planned_bytes(rt.name) / 2**30:.2f} GiB ({why})")
+                holders.append(f"{rt.name} {held / 2**30:.2f} GiB ({why})")
         free = budget - self.resident_bytes()
         return (
             f"{name} needs {need / 2**30:.2f} GiB but only {free / 2**30:.2f} GiB of the "
@@ -235,8 +261,27 @@ class Supervisor:
         raise SupervisorError(f"unknown action {action!r}; use load, unload, sleep or wake")
 
     async def put_away(self, name: str) -> str:
-        """Idle handling: stop the model (engines without a sleep mode)."""
-        return await self.stop(name)
+        """Idle handling: sleep where the engine was started with a sleep mode,
+        otherwise stop."""
+        runtime = self.models[name]
+        planned = self._planned(name)
+        can_sleep = (
+            runtime.adapter.supports_sleep
+            and planned is not None
+            and "--enable-sleep-mode" in planned.engine_args
+        )
+        if runtime.state is not ModelState.READY or not can_sleep:
+            return await self.stop(name)
+        level = self.sleep_level()
+        try:
+            await runtime.adapter.sleep(self.session, runtime.base_url, level, runtime.api_key)
+        except SparkstackError as exc:
+            log.error("%s: sleep failed (%s); stopping it instead", name, exc)
+            return await self.stop(name)
+        runtime.sleep_level = level
+        self._set(runtime, ModelState.SLEEPING)
+        log.info("%s is asleep (level %d)", name, level)
+        return f"asleep (level {level})"
 
     async def idle_loop(self, period: float = 0.5) -> None:
         """Stop on-demand models idle past their idle_timeout with nothing in flight."""
