@@ -18,12 +18,14 @@ from sparkstack.errors import SupervisorError
 from sparkstack.gateway import build_app
 from sparkstack.gateway.keys import KeyIndex, KeyStore
 from sparkstack.gateway.metrics import GatewayMetrics
+from sparkstack.planner.machine import probe
 from sparkstack.planner.plan import StackPlan
 from sparkstack.settings import Settings
 from sparkstack.stack.schema import Stack
 from sparkstack.supervisor import ModelRuntime, Supervisor
 from sparkstack.supervisor.process import pid_alive
 from sparkstack.supervisor.run_file import RunFile
+from sparkstack.supervisor.watchdog import MemoryWatchdog, sampler_for
 
 log = logging.getLogger("sparkstack")
 
@@ -102,11 +104,20 @@ async def serve(stack: Stack, settings: Settings, plan: StackPlan | None = None)
         log.info("gateway listening on %s (models: %s)", gateway_url, ", ".join(stack.models))
         starting = asyncio.create_task(supervisor.start_all())
         idle = asyncio.create_task(supervisor.idle_loop())
+        watchdog = MemoryWatchdog(
+            supervisor,
+            floor_bytes=int(stack.host_reserve_gib * 2**30),
+            sample=sampler_for(plan.machine_profile() if plan else probe()),
+            on_sample=lambda available, floor: metrics.host.update(
+                memory_available_bytes=available, memory_floor_bytes=floor
+            ),
+        )
+        guard = asyncio.create_task(watchdog.run())
         try:
             await stop.wait()
             log.info("shutting down")
         finally:
-            for task in (starting, idle):
+            for task in (starting, idle, guard):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -47,6 +47,8 @@ class GatewayMetrics:
     queued: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     bytes_in: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     bytes_out: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    host: dict[str, float] = field(default_factory=dict)
+    """Machine gauges: memory_available_bytes, memory_floor_bytes (the watchdog's)."""
 
     def request_done(self, model: str, route: str, status: int, seconds: float) -> None:
         self.requests[(("model", model), ("route", route), ("status", str(status)))] += 1
@@ -94,6 +96,8 @@ class GatewayMetrics:
               "counter")  # fmt: skip
         gauge("sparkstack_response_bytes_total", "Response bytes relayed.", self.bytes_out,
               "counter")  # fmt: skip
+        for name, value in self.host.items():
+            out.append(f"# TYPE sparkstack_{name} gauge\nsparkstack_{name} {value}")
         return "\n".join(out) + "\n"
 
 

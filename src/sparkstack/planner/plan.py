@@ -85,6 +85,13 @@ class StackPlan(BaseModel):
     overflow_bytes: int
     suggestions: list[str] = Field(default_factory=list)
 
+    def machine_profile(self) -> MachineProfile:
+        m = self.machine
+        return MachineProfile(
+            name=m.name, device=m.device, total_bytes=m.total_bytes, unified=m.unified,
+            bandwidth_bytes_per_s=m.bandwidth_bytes_per_s,
+        )  # fmt: skip
+
     def model(self, name: str) -> ModelPlan:
         return next(m for m in self.models if m.name == name)
 

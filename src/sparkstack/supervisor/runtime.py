@@ -38,6 +38,8 @@ class ModelRuntime:
     ready_at: float = 0.0
     restarts: int = 0
     sleep_level: int | None = None
+    abort_reason: str | None = None
+    """Set when the supervisor kills a start on purpose (e.g. "memory spike")."""
     """Restarts in a row after crashes (reset once it stays up)."""
     """time.monotonic() of the last request's end (or of becoming ready)."""
     upstream_model: str = field(init=False)

@@ -58,6 +58,8 @@ class Supervisor:
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._waking: dict[str, asyncio.Task[ModelRuntime]] = {}
         self._closing = False
+        self.admitting: str | None = None
+        """Why no model may start now (the memory watchdog sets it), or None."""
         self._room = asyncio.Lock()
         self._locks = {name: asyncio.Lock() for name in self.models}
 
@@ -126,8 +128,10 @@ class Supervisor:
                 )
             except SparkstackError as exc:
                 await process.stop(runtime.spec.stop_timeout)
-                self._set(runtime, ModelState.FAILED, str(exc))
-                raise
+                reason, runtime.abort_reason = runtime.abort_reason, None
+                message = f"{reason}: {exc}" if reason else str(exc)
+                self._set(runtime, ModelState.FAILED, message)
+                raise SupervisorError(message) from exc
             except asyncio.CancelledError:
                 await process.stop(runtime.spec.stop_timeout)
                 self._set(runtime, ModelState.STOPPED, "start cancelled")
@@ -162,6 +166,8 @@ class Supervisor:
             return runtime
         if self._closing:
             raise SupervisorError(f"{name}: the stack is shutting down")
+        if self.admitting is not None:
+            raise SupervisorError(f"{name} is not started: {self.admitting}")
         task = self._waking.get(name)
         if task is None or task.done():
             task = self._waking[name] = asyncio.create_task(self._fit_and_start(name))
@@ -220,18 +226,30 @@ class Supervisor:
         need = model.total_bytes + model.spike_bytes - self.held_bytes(self.models[name])
         budget = self.plan.machine.budget_bytes
         while self.resident_bytes() + need > budget:
-            idle = [
-                rt for rt in self.models.values()
-                if rt.name != name and rt.spec.policy is Policy.ON_DEMAND
-                and rt.state in (ModelState.READY, ModelState.SLEEPING)
-                and rt.inflight == 0 and rt.waiting == 0
-            ]  # fmt: skip
+            idle = [rt for rt in self.models.values() if rt.name != name and self.evictable(rt)]
             if not idle:
                 raise SupervisorError(self._no_room(name, need, budget))
             victim = min(idle, key=lambda rt: rt.last_used)
             log.info("evicting %s (least recently used) to make room for %s", victim.name, name)
             self._set_event(victim, "evicted")
             await self.stop(victim.name)
+
+    @staticmethod
+    def evictable(runtime: ModelRuntime) -> bool:
+        """An on-demand model that holds memory and serves nobody: may be put away."""
+        return (
+            runtime.spec.policy is Policy.ON_DEMAND
+            and runtime.state in (ModelState.READY, ModelState.SLEEPING)
+            and runtime.inflight == 0
+            and runtime.waiting == 0
+        )
+
+    async def abort_start(self, name: str, reason: str) -> None:
+        """Kill a model that is still starting; its start fails with ``reason``."""
+        runtime = self.models[name]
+        if runtime.state is ModelState.STARTING and runtime.process is not None:
+            runtime.abort_reason = reason
+            await runtime.process.stop(runtime.spec.stop_timeout)
 
     def _no_room(self, name: str, need: int, budget: int) -> str:
         holders = []
@@ -353,6 +371,9 @@ class Supervisor:
         names = [rt.name for rt in self.models.values() if rt.process is not None]
         outcomes = await asyncio.gather(*(self.stop(name) for name in names))
         return dict(zip(names, outcomes, strict=True))
+
+    def note_event(self, runtime: ModelRuntime, event: str) -> None:
+        self._set_event(runtime, event)
 
     def _set_event(self, runtime: ModelRuntime, event: str) -> None:
         if self.on_event:
