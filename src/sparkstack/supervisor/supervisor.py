@@ -61,6 +61,7 @@ class Supervisor:
         self.admitting: str | None = None
         """Why no model may start now (the memory watchdog sets it), or None."""
         self._room = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
         self._locks = {name: asyncio.Lock() for name in self.models}
 
     def start_order(self) -> list[ModelRuntime]:
@@ -141,7 +142,10 @@ class Supervisor:
             self._set(runtime, ModelState.READY)
             log.info("%s is ready (%.1fs, warm-up %s)", name, runtime.ready_seconds,
                      f"{warmup:.2f}s" if warmup is not None else "not accepted")  # fmt: skip
-            await self._record_footprint(runtime, warmup)
+            # measured off the wake's path: a waiting request must not pay for it
+            footprint = asyncio.create_task(self._record_footprint(runtime, warmup))
+            self._background.add(footprint)
+            footprint.add_done_callback(self._background.discard)
             self._watchers[name] = asyncio.create_task(self._watch(runtime, process))
             return runtime
 

@@ -1,0 +1,64 @@
+"""A request that waits longer than gateway.wake_wait for its model gets a 503
+in the OpenAI shape saying what is loading; a streaming one gets SSE comments,
+then the error in-band (issue 4)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import REPO, UpProcess, start_up
+
+NEVER_READY = [sys.executable, str(REPO / "tests" / "stubs" / "memory_hog.py"), "1000", "60"]
+
+
+@pytest.fixture
+def slow(tmp_path: Path) -> Iterator[UpProcess]:
+    stack = tmp_path / "stack.yaml"
+    stack.write_text(
+        "gateway: {wake_wait: 1s, keepalive_interval: 0.3s}\n"
+        "models:\n  slow:\n    engine: llamacpp\n    model: /nonexistent/slow.gguf\n"
+        f"    policy: on_demand\n    command: {json.dumps(NEVER_READY)}\n"
+    )
+    up = start_up(stack, tmp_path / "state")
+    try:
+        up.wait_ready(timeout=60)
+        yield up
+        up.sparkstack("down")
+    finally:
+        up.kill()
+
+
+def post(up: UpProcess, stream: bool) -> tuple[int, bytes]:
+    body = json.dumps({"model": "slow", "messages": [], "stream": stream}).encode()
+    request = urllib.request.Request(
+        up.url + "/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_wait_limit_gives_a_503_saying_what_is_loading(slow: UpProcess) -> None:
+    status, body = post(slow, stream=False)
+    assert status == 503
+    error = json.loads(body)["error"]
+    assert error["code"] == "model_loading"
+    assert "'slow' is still loading after 1s (state: starting)" in error["message"]
+
+
+def test_streaming_client_gets_comments_then_the_error(slow: UpProcess) -> None:
+    status, body = post(slow, stream=True)
+    assert status == 200
+    assert body.startswith(b": loading model slow")
+    events = [e for e in body.split(b"\n\n") if e.startswith(b"data: ")]
+    assert b"still loading after 1s" in events[0]
+    assert events[-1] == b"data: [DONE]"
