@@ -11,6 +11,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +94,18 @@ def start_up(stack_file: Path | None, state_dir: Path) -> UpProcess:
     with log_path.open("wb") as out:
         proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
     return UpProcess(proc, f"http://127.0.0.1:{port}", env, state_dir, log_path)
+
+
+@contextmanager
+def serving(stack_file: Path | None, state_dir: Path, timeout: float = 60) -> Iterator[UpProcess]:
+    """A `sparkstack up` that is ready inside the block and brought down after it."""
+    up = start_up(stack_file, state_dir)
+    try:
+        up.wait_ready(timeout=timeout)
+        yield up
+        up.sparkstack("down")
+    finally:
+        up.kill()
 
 
 def wait_gone(pids: list[int], timeout: float) -> list[int]:

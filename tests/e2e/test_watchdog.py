@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from tests.support import REPO, UpProcess, get_json, start_up
+from tests.support import REPO, UpProcess, get_json, serving
 
 pytestmark = pytest.mark.engines
 HOG = REPO / "tests" / "stubs" / "memory_hog.py"
@@ -63,13 +63,8 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[UpProces
         f"models:\n  keep:\n{entry}  lazy:\n{entry}    policy: on_demand\n"
         f"  hungry:\n{entry}    policy: on_demand\n    command: {hungry}\n"
     )
-    up = start_up(stack, folder / "state")
-    try:
-        up.wait_ready(timeout=60)
+    with serving(stack, folder / "state") as up:
         yield up, floor
-        up.sparkstack("down")
-    finally:
-        up.kill()
 
 
 def test_hog_triggers_the_watchdog_within_a_second(guarded: tuple[UpProcess, int]) -> None:

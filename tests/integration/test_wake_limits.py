@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import REPO, UpProcess, start_up
+from tests.support import REPO, UpProcess, serving
 
 NEVER_READY = [sys.executable, str(REPO / "tests" / "stubs" / "memory_hog.py"), "1000", "60"]
 
@@ -26,13 +26,8 @@ def slow(tmp_path: Path) -> Iterator[UpProcess]:
         "models:\n  slow:\n    engine: llamacpp\n    model: /nonexistent/slow.gguf\n"
         f"    policy: on_demand\n    command: {json.dumps(NEVER_READY)}\n"
     )
-    up = start_up(stack, tmp_path / "state")
-    try:
-        up.wait_ready(timeout=60)
+    with serving(stack, tmp_path / "state") as up:
         yield up
-        up.sparkstack("down")
-    finally:
-        up.kill()
 
 
 def post(up: UpProcess, stream: bool) -> tuple[int, bytes]:
