@@ -8,15 +8,13 @@ import json
 import struct
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from sparkstack.modelfacts.inspect import inspect_source
-from sparkstack.supervisor.ports import free_port
+from tests.http_stub import QuietHandler, http_server
 
 CONFIG = {
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 8,
@@ -79,7 +77,7 @@ def test_hf_cache_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     check_facts("acme/tiny")
 
 
-class HubStandIn(BaseHTTPRequestHandler):
+class HubStandIn(QuietHandler):
     """Answers like the hub: model info, resolve/main/FILE, byte ranges."""
 
     blob = safetensors_bytes()
@@ -89,40 +87,27 @@ class HubStandIn(BaseHTTPRequestHandler):
         if self.path == "/api/models/acme/tiny":
             siblings = [{"rfilename": "config.json"}, {"rfilename": "model.safetensors"}]
             body = json.dumps({"siblings": siblings}).encode()
-            return self._send(200, body)
+            return self.send_body(200, body)
         if self.path == "/acme/tiny/resolve/main/config.json":
-            return self._send(200, json.dumps(CONFIG).encode())
+            return self.send_body(200, json.dumps(CONFIG).encode())
         if self.path == "/acme/tiny/resolve/main/model.safetensors":
             spec = self.headers.get("Range", "")
             if not spec.startswith("bytes="):
                 HubStandIn.ranges.append(None)
-                return self._send(200, self.blob)
+                return self.send_body(200, self.blob)
             start, end = (int(x) for x in spec[6:].split("-"))
             HubStandIn.ranges.append((start, end))
-            return self._send(206, self.blob[start : end + 1])
-        self._send(404, b"{}")
-
-    def _send(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        return
+            return self.send_body(206, self.blob[start : end + 1])
+        self.send_body(404, b"{}")
 
 
 @pytest.fixture
 def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), HubStandIn)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
-    HubStandIn.ranges = []
-    yield
-    server.shutdown()
-    server.server_close()
+    with http_server(HubStandIn) as port:
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+        HubStandIn.ranges = []
+        yield
 
 
 def test_hub_reads_config_and_headers_only(hub: None) -> None:

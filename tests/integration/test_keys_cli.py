@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psutil
 import pytest
 
 from sparkstack.supervisor.ports import free_port
+from tests.http_stub import QuietHandler, http_server
 from tests.support import SPARKSTACK, start_up
 
 
@@ -58,30 +57,19 @@ def test_listening_beyond_loopback_needs_a_key(env: dict[str, str], tmp_path: Pa
     assert "sparkstack keys create NAME" in refused.stderr
 
 
-class KeyEcho(BaseHTTPRequestHandler):
+class KeyEcho(QuietHandler):
     seen: list[str] = []
 
     def do_POST(self) -> None:
         KeyEcho.seen.append(self.headers.get("Authorization", ""))
         self.rfile.read(int(self.headers["Content-Length"]))
-        body = b'{"object": "chat.completion", "choices": []}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        return
+        self.send_body(200, b'{"object": "chat.completion", "choices": []}')
 
 
 @pytest.fixture
 def upstream() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), KeyEcho)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_port
-    server.shutdown()
-    server.server_close()
+    with http_server(KeyEcho) as port:
+        yield port
 
 
 def test_external_key_comes_from_dotenv_not_argv(tmp_path: Path, upstream: int) -> None:
