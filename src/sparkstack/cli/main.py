@@ -329,4 +329,7 @@ def keys_revoke(id_or_name: str) -> None:
 
 
 def main() -> None:
+    from sparkstack.cli.bench import bench
+
+    cli.add_command(bench)
     cli()

@@ -78,5 +78,7 @@ def models_list(models: dict[str, ModelRuntime]) -> list[dict[str, object]]:
                 entry["alias_of"] = runtime.name
             if runtime.spec.context:
                 entry["max_model_len"] = runtime.spec.context
+            if runtime.decode_ceiling_tok_s:
+                entry["decode_ceiling_tok_s"] = runtime.decode_ceiling_tok_s
             data.append(entry)
     return data

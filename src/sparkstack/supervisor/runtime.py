@@ -35,13 +35,15 @@ class ModelRuntime:
     waiting: int = 0
     """Requests waiting for this model to wake."""
     last_used: float = 0.0
+    """time.monotonic() of the last request's end (or of becoming ready)."""
     ready_at: float = 0.0
     restarts: int = 0
+    """Restarts in a row after crashes (reset once it stays up)."""
     sleep_level: int | None = None
     abort_reason: str | None = None
     """Set when the supervisor kills a start on purpose (e.g. "memory spike")."""
-    """Restarts in a row after crashes (reset once it stays up)."""
-    """time.monotonic() of the last request's end (or of becoming ready)."""
+    decode_ceiling_tok_s: float | None = None
+    """The planner's single-stream decode ceiling (memory bandwidth / bytes per token)."""
     upstream_model: str = field(init=False)
     api_key: str | None = field(init=False)
 

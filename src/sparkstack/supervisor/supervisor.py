@@ -52,9 +52,12 @@ class Supervisor:
             name: ModelRuntime(spec=spec, adapter=get_engine(spec.engine))
             for name, spec in stack.models.items()
         }
-        for runtime in self.models.values():
+        for name, runtime in self.models.items():
             if not runtime.adapter.managed:
                 runtime.state = ModelState.READY
+            planned = next((m for m in plan.models if m.name == name), None) if plan else None
+            if planned is not None:
+                runtime.decode_ceiling_tok_s = planned.decode_ceiling_tok_s
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._waking: dict[str, asyncio.Task[ModelRuntime]] = {}
         self._closing = False

@@ -1,0 +1,297 @@
+"""Runs a benchmark from start to end: checks the server, picks a tokenizer,
+probes which length-control fields the server accepts, runs each point, and
+writes the run directory (requests.csv, summary.json/csv, plots, report.html)."""
+
+from __future__ import annotations
+
+import datetime
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import aiohttp
+
+from sparkstack.bench.client import BenchClient, Capture
+from sparkstack.bench.load import Job, make_body, run_point, warm_up
+from sparkstack.bench.measure import measure
+from sparkstack.bench.options import BenchOptionError, Point, Target
+from sparkstack.bench.progress import Progress
+from sparkstack.bench.prompts import Tokenizer, build_prompts, local_tokenizer, server_tokenizer
+from sparkstack.bench.records import RequestRecord, write_requests_csv
+from sparkstack.bench.scenarios import fit_context
+from sparkstack.bench.server_metrics import MetricsSampler, ServerInfo, server_info
+from sparkstack.bench.summary import PointSummary, RunSummary, summarise
+from sparkstack.errors import SparkstackError
+
+_POOL = 256
+"""Distinct prompts per point in duration mode (they repeat after that)."""
+
+
+class BenchError(SparkstackError):
+    """The benchmark cannot run against this server as asked."""
+
+
+@dataclass
+class BenchResult:
+    summary: RunSummary
+    records: list[RequestRecord]
+    folder: Path
+
+
+async def _tokenizer(target: Target, client: BenchClient) -> Tokenizer | None:
+    if target.tokenizer:
+        found = local_tokenizer(target.tokenizer)
+        if found is None:
+            raise BenchOptionError(
+                f"--tokenizer {target.tokenizer!r}: no tokenizer.json there or in the Hugging "
+                "Face cache; give a model folder, a tokenizer.json, or a cached model id"
+            )
+        return found
+    return await server_tokenizer(
+        client.pool, target.origin, target.model, target.headers
+    ) or local_tokenizer(target.model)
+
+
+async def _probe_fields(client: BenchClient, target: Target) -> tuple[list[str], list[str]]:
+    """Which of min_tokens / ignore_eos the server takes (strict servers reject
+    unknown fields with 400); a request that fails otherwise ends the run early
+    with the server's own words."""
+    notes: list[str] = []
+    for fields in (["min_tokens", "ignore_eos"], ["ignore_eos"], []):
+        body = make_body(target, "Say hello.", 2, dict.fromkeys(fields))
+        capture = await client.send(target.path, body, Capture(t_sched_ns=time.perf_counter_ns()))
+        record = measure(capture, "probe", 0, capture.t_send_ns, "", 0, 2)
+        if record.ok:
+            if len(fields) < 2:
+                dropped = {"min_tokens", "ignore_eos"} - set(fields)
+                notes.append(
+                    f"the server refused {', '.join(sorted(dropped))}: outputs may "
+                    "stop before --output-tokens (early end of sequence)"
+                )
+            return fields, notes
+        if record.http_status in (401, 403):
+            raise BenchError(
+                f"{target.url}{target.path} refused the key ({record.error}): pass "
+                "--api-key KEY (or set OPENAI_API_KEY)"
+            )
+        if record.http_status == 404:
+            raise BenchError(
+                f"{target.url}{target.path}: {record.error or 'not found'}; check "
+                "--model and --endpoint"
+            )
+        if record.http_status != 400:
+            notes.append(
+                f"the probe request failed ({record.error_kind}: {record.error}); running anyway"
+            )
+            return fields, notes
+    raise BenchError(f"{target.url}{target.path} rejects every request: {record.error}")
+
+
+async def _jobs(
+    target: Target, point: Point, tokenizer: Tokenizer | None, count: int, seed: int
+) -> list[Job]:
+    rng = random.Random(seed)
+    inputs = [point.input.sample(rng) for _ in range(count)]
+    outputs = [point.output.sample(rng) for _ in range(count)]
+    prompts = await build_prompts(tokenizer, inputs, seed)
+    return [
+        Job(b"", text, measured if measured > 0 else wanted, out)
+        for (text, measured), wanted, out in zip(prompts, inputs, outputs, strict=True)
+    ]
+
+
+def _warnings(point: PointSummary, records: list[RequestRecord]) -> list[str]:
+    notes: list[str] = []
+    if point.requests_failed:
+        kinds = ", ".join(f"{k} x{v}" for k, v in sorted(point.errors.items()))
+        notes.append(
+            f"{point.label}: {point.requests_failed} of {point.requests_sent} "
+            f"requests failed ({kinds}); they are kept out of the latency figures"
+        )
+    if point.osl_sources.get("events"):
+        notes.append(
+            f"{point.label}: the server sent no usage for "
+            f"{point.osl_sources['events']} requests; their output tokens are the "
+            "count of token-bearing chunks"
+        )
+    ok = [r for r in records if r.ok and r.completion_tokens is not None]
+    if ok:
+        got = sum(r.completion_tokens or 0 for r in ok) / len(ok)
+        wanted = sum(r.output_tokens_requested for r in ok) / len(ok)
+        if abs(got - wanted) > max(2.0, 0.05 * wanted):
+            notes.append(
+                f"{point.label}: {got:.1f} output tokens on average for {wanted:.1f} "
+                "asked (the model ended early or the server capped it)"
+            )
+    return notes
+
+
+async def run_bench(
+    target: Target,
+    points: list[Point],
+    folder: Path,
+    scenario: str | None = None,
+    label: str = "",
+) -> BenchResult:
+    summary = RunSummary(
+        label=label or folder.name,
+        created=datetime.datetime.now(datetime.UTC).isoformat(),
+        url=target.url,
+        model=target.model,
+        endpoint=target.endpoint,
+        scenario=scenario,
+    )
+    client = BenchClient(target.url, target.headers, target.timeout)
+    records: list[RequestRecord] = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        try:
+            info = await server_info(session, target.url, target.model, target.headers)
+            _check_server(target, info)
+            summary.gateway = info.gateway
+            summary.decode_ceiling_tok_s = info.decode_ceiling_tok_s
+            points, notes = fit_context(points, info.max_model_len)
+            summary.warnings += notes
+            tokenizer = await _tokenizer(target, client)
+            summary.tokenizer = tokenizer.source if tokenizer else "none"
+            if tokenizer is None:
+                summary.warnings.append(
+                    "no tokenizer (pass --tokenizer, or use a server with "
+                    "/tokenize): prompt lengths are approximate; "
+                    "usage.prompt_tokens is exact"
+                )
+            fields, notes = await _probe_fields(client, target)
+            summary.fields_sent = fields
+            summary.warnings += notes
+            sampler = (
+                MetricsSampler(session, target.origin, info.canonical_model, target.headers)
+                if info.gateway
+                else None
+            )
+            for number, point in enumerate(points):
+                result = await _run_one(
+                    client, target, point, tokenizer, fields, sampler, target.seed + number
+                )
+                summary.points.append(result[0])
+                summary.warnings += _warnings(result[0], result[1])
+                records += result[1]
+        finally:
+            await client.close()
+    return BenchResult(summary, records, folder)
+
+
+def save_run(result: BenchResult) -> None:
+    """Write the run directory (after the event loop is done: plotting is slow)."""
+    from sparkstack.bench.report import write_report
+
+    result.folder.mkdir(parents=True, exist_ok=True)
+    write_requests_csv(result.folder / "requests.csv", result.records)
+    result.summary.write(result.folder)
+    write_report(result.folder, [result.summary], {result.summary.label: result.records})
+
+
+def _check_server(target: Target, info: ServerInfo) -> None:
+    if not info.reachable:
+        raise BenchError(
+            f"no OpenAI-compatible server answers at {target.url}/models: start "
+            "it (sparkstack up) or fix the URL"
+        )
+    if not info.model_known and info.models:
+        raise BenchError(
+            f"the server at {target.url} has no model {target.model!r}; it serves: "
+            f"{', '.join(info.models)} (pass one with --model)"
+        )
+
+
+async def _run_one(
+    client: BenchClient,
+    target: Target,
+    point: Point,
+    tokenizer: Tokenizer | None,
+    fields: list[str],
+    sampler: MetricsSampler | None,
+    seed: int,
+) -> tuple[PointSummary, list[RequestRecord]]:
+    count = point.requests or _POOL
+    jobs = await _jobs(target, point, tokenizer, count + point.warmup, seed)
+    jobs = [
+        Job(
+            make_body(target, j.prompt, j.output_tokens, dict.fromkeys(fields)),
+            j.prompt,
+            j.input_tokens,
+            j.output_tokens,
+        )
+        for j in jobs
+    ]
+    await warm_up(client, target, jobs[count:])
+    if sampler is not None:
+        sampler.start()
+    with Progress(point.label, point.requests, point.duration) as progress:
+        captured = await run_point(client, target, point, jobs[:count], progress)
+    server = await sampler.stop() if sampler is not None else None
+    records = [
+        measure(
+            capture,
+            point.label,
+            i,
+            captured.started_ns,
+            job.prompt,
+            job.input_tokens,
+            job.output_tokens,
+        )
+        for i, (job, capture) in enumerate(
+            sorted(captured.captures, key=lambda jc: jc[1].t_send_ns)
+        )
+    ]
+    summary = PointSummary(
+        label=point.label,
+        concurrency=point.concurrency,
+        rate=point.rate,
+        arrival=point.arrival if point.rate else None,
+        input_tokens=str(point.input),
+        output_tokens=str(point.output),
+        server=server,
+    )
+    return summarise(summary, records), records
+
+
+def print_table(summary: RunSummary, out: TextIO | None = None) -> None:
+    stream = out or sys.stdout
+    rows = [
+        (
+            "point",
+            "ok/sent",
+            "req/s",
+            "out tok/s",
+            "TTFT ms",
+            "TTFT p99",
+            "ITL ms",
+            "E2E ms",
+            "E2E p99",
+        )
+    ]
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.1f}"
+
+    for p in summary.points:
+        rows.append(
+            (
+                p.label,
+                f"{p.requests_ok}/{p.requests_sent}",
+                f"{p.request_throughput:.2f}",
+                f"{p.output_token_throughput:,.1f}",
+                fmt(p.stat("ttft_ms")),
+                fmt(p.stat("ttft_ms", "p99")),
+                fmt(p.stat("itl_ms")),
+                fmt(p.stat("e2e_ms")),
+                fmt(p.stat("e2e_ms", "p99")),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)), file=stream)
+    for note in summary.warnings:
+        print(f"note: {note}", file=stream)
