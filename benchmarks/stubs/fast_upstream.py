@@ -1,5 +1,6 @@
 """A fast fake OpenAI upstream for gateway overhead benchmarks: answers chat
-completions at once, plain (a 16-token answer) or streamed (N chunks).
+completions at once, plain (a 16-token answer) or streamed (N chunks, and a
+usage chunk when ``stream_options.include_usage`` asks for one).
 
 usage: python -m benchmarks.stubs.fast_upstream PORT [CHUNKS]
 """
@@ -26,8 +27,17 @@ def chunk(i: int) -> bytes:
     return b"data: " + json.dumps(data).encode() + b"\n\n"
 
 
+def usage_chunk(chunks: int) -> bytes:
+    data = {"id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": 0,
+            "model": "stub", "choices": [],
+            "usage": {"prompt_tokens": 8, "completion_tokens": chunks,
+                      "total_tokens": 8 + chunks}}  # fmt: skip
+    return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+
 def build(chunks: int) -> web.Application:
     stream = [chunk(i) for i in range(chunks)] + [b"data: [DONE]\n\n"]
+    with_usage = [*stream[:-1], usage_chunk(chunks), stream[-1]]
 
     async def chat(request: web.Request) -> web.StreamResponse:
         payload = await request.json()
@@ -35,7 +45,8 @@ def build(chunks: int) -> web.Application:
             return web.Response(body=BODY, content_type="application/json")
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        for piece in stream:
+        wants_usage = (payload.get("stream_options") or {}).get("include_usage")
+        for piece in with_usage if wants_usage else stream:
             await response.write(piece)
         await response.write_eof()
         return response
