@@ -15,8 +15,14 @@ from pathlib import Path
 from sparkstack.settings import Settings
 
 AIPERF_VERSION = "0.13.0"
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "config.json",
-                    "special_tokens_map.json", "chat_template.jinja", "generation_config.json")  # fmt: skip
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "generation_config.json",
+)
 
 
 def aiperf_bin() -> Path:
@@ -24,8 +30,17 @@ def aiperf_bin() -> Path:
     binary = venv / "bin" / "aiperf"
     if not binary.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-                        f"aiperf=={AIPERF_VERSION}"], check=True)  # fmt: skip
+        subprocess.run(
+            [
+                str(venv / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                f"aiperf=={AIPERF_VERSION}",
+            ],
+            check=True,
+        )
     return binary
 
 
@@ -41,17 +56,36 @@ def hf_cache_tokenizer(folder: Path, repo_id: str, hf_home: Path) -> None:
     (repo / "refs" / "main").write_text("local")
 
 
-def run_aiperf(url: str, model: str, tokenizer: str, hf_home: Path, out: Path,
-               args: list[str]) -> tuple[dict[str, object], float]:  # fmt: skip
+def run_aiperf(
+    url: str, model: str, tokenizer: str, hf_home: Path, out: Path, args: list[str]
+) -> tuple[dict[str, object], float]:
     """One aiperf profile; its JSON export and the wall seconds it took."""
     env = {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
     began = time.monotonic()
     subprocess.run(
-        [str(aiperf_bin()), "profile", "--model", model, "--tokenizer", tokenizer, "--url", url,
-         "--endpoint-type", "chat", "--streaming", "--ui-type", "none",
-         "--artifact-dir", str(out), *args],
-        check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            str(aiperf_bin()),
+            "profile",
+            "--model",
+            model,
+            "--tokenizer",
+            tokenizer,
+            "--url",
+            url,
+            "--endpoint-type",
+            "chat",
+            "--streaming",
+            "--ui-type",
+            "none",
+            "--artifact-dir",
+            str(out),
+            *args,
+        ],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wall = time.monotonic() - began
     data: dict[str, object] = json.loads((out / "profile_export_aiperf.json").read_text())
     return data, wall

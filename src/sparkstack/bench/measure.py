@@ -103,7 +103,7 @@ def measure(
         prompt=prompt,
         input_tokens_requested=input_tokens,
         output_tokens_requested=output_tokens,
-        close_ms=(capture.t_end_ns - capture.t_send_ns) * _MS if capture.t_send_ns else None,
+        close_ms=(capture.t_end_ns - capture.t_send_ns) * _MS if capture.t_end_ns else None,
     )
     if capture.error_kind and not capture.reads:
         record.error_kind, record.error = capture.error_kind, capture.error
