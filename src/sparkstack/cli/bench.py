@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
+import random
 import re
 import sys
 from pathlib import Path
@@ -80,12 +81,17 @@ def _slug(text: str) -> str:
     show_default=True,
     help="Seconds without a byte before a request counts as failed.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed",
+    type=int,
+    help="Prompt seed; a new one each run unless given (so no "
+    "run finds the last run's prompts in the prefix cache).",
+)
 def run_cmd(url: str, model: str, concurrency: str | None, rate: float | None, arrival: str,
             requests: int | None, duration: float | None, warmup: int | None,
             input_tokens: str, output_tokens: str, endpoint: str, api_key: str | None,
             tokenizer: str | None, scenario: str | None, out: Path | None, label: str | None,
-            timeout: float, seed: int) -> None:  # fmt: skip
+            timeout: float, seed: int | None) -> None:  # fmt: skip
     """Benchmark URL (http://HOST:PORT, with or without /v1) with model M."""
     from sparkstack.bench.options import (
         LengthDist,
@@ -102,7 +108,8 @@ def run_cmd(url: str, model: str, concurrency: str | None, rate: float | None, a
             url=normalise_url(url), model=model, endpoint=endpoint,
             api_key=api_key or os.environ.get("SPARKSTACK_API_KEY")
             or os.environ.get("OPENAI_API_KEY"),
-            timeout=timeout, tokenizer=tokenizer, seed=seed,
+            timeout=timeout, tokenizer=tokenizer,
+            seed=random.SystemRandom().randrange(2**31) if seed is None else seed,
         )  # fmt: skip
         if requests is None and duration is None:
             requests = 50 if scenario is None else None
