@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 from tests.support import smollm2_hf_folder
@@ -123,6 +124,30 @@ def theirs(url: str, requests: int, hf_home: Path, out: Path, seed: int) -> dict
     return result
 
 
+def server_totals(url: str) -> dict[str, float]:
+    """vLLM's own TTFT and inter-token histograms (sum, count) from /metrics."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        for name in ("time_to_first_token_seconds", "inter_token_latency_seconds"):
+            for part in ("sum", "count"):
+                if line.startswith(f"vllm:{name}_{part}{{"):
+                    totals[f"{name}_{part}"] = float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+def server_view(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """The server's own mean TTFT and inter-token latency over one run (ms)."""
+
+    def mean(name: str) -> float:
+        count = after[f"{name}_count"] - before[f"{name}_count"]
+        return 1000 * (after[f"{name}_sum"] - before[f"{name}_sum"]) / count
+
+    return {"server_ttft_ms": mean("time_to_first_token_seconds"),
+            "server_itl_ms": mean("inter_token_latency_seconds")}  # fmt: skip
+
+
 def start_vllm(folder: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     python = Settings.from_env().engines_dir / "vllm" / "bin" / "python"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
@@ -192,6 +217,7 @@ def main() -> None:
         for i in range(args.rounds):
             first, second = ("sparkstack", "aiperf") if i % 2 == 0 else ("aiperf", "sparkstack")
             for tool in (first, second):
+                before = server_totals(url)
                 if tool == "sparkstack":
                     rounds[tool].append(
                         ours(url, args.requests, folder, tmp / f"ours-{i}", 100 + i)
@@ -200,6 +226,7 @@ def main() -> None:
                     rounds[tool].append(
                         theirs(url, args.requests, tmp / "hf", tmp / f"ai-{i}", 200 + i)
                     )
+                rounds[tool][-1].update(server_view(before, server_totals(url)))
                 print(f"round {i + 1} {tool}: {rounds[tool][-1]}", flush=True)
     finally:
         os.killpg(server.pid, 15)

@@ -16,11 +16,11 @@ table{border-collapse:collapse;margin:.6em 0 1.4em}td,th{border:1px solid #ccc;p
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 img{max-width:100%}.note{color:#8a4b00}code{background:#f3f3f3;padding:0 3px}"""
 
-_COLUMNS = (
+COLUMNS = (
+    # (heading, PointSummary field or metric, stat: None for a plain field)
     ("ok/sent", None, None),
     ("req/s", "request_throughput", None),
     ("out tok/s", "output_token_throughput", None),
-    ("prefill tok/s", "input_token_throughput", None),
     ("TTFT mean", "ttft_ms", "mean"),
     ("TTFT p50", "ttft_ms", "p50"),
     ("TTFT p99", "ttft_ms", "p99"),
@@ -29,6 +29,7 @@ _COLUMNS = (
     ("E2E mean", "e2e_ms", "mean"),
     ("E2E p50", "e2e_ms", "p50"),
     ("E2E p99", "e2e_ms", "p99"),
+    ("prefill tok/s p50", "prefill_tok_s", "p50"),
     ("decode tok/s p50", "decode_tok_s", "p50"),
     ("prompt tok p50", "prompt_tokens", "p50"),
     ("output tok p50", "completion_tokens", "p50"),
@@ -69,8 +70,8 @@ def _run_section(run: RunSummary) -> str:
         )
         + "</p>"
     ]
-    rows = [[p.label, *(cell(p, m, s) for _, m, s in _COLUMNS)] for p in run.points]
-    parts.append(_table(["point", *(c for c, _, _ in _COLUMNS)], rows))
+    rows = [[p.label, *(cell(p, m, s) for _, m, s in COLUMNS)] for p in run.points]
+    parts.append(_table(["point", *(c for c, _, _ in COLUMNS)], rows))
     servers = [(p.label, p.server) for p in run.points if p.server and p.server.samples]
     if run.gateway or servers:
         ceiling = run.decode_ceiling_tok_s

@@ -264,40 +264,18 @@ async def _run_one(
 
 
 def print_table(summary: RunSummary, out: TextIO | None = None) -> None:
-    stream = out or sys.stdout
-    rows = [
-        (
-            "point",
-            "ok/sent",
-            "req/s",
-            "out tok/s",
-            "TTFT ms",
-            "TTFT p99",
-            "ITL ms",
-            "E2E ms",
-            "E2E p99",
-        )
-    ]
+    """The report's table, as text (the columns that fit a terminal)."""
+    from sparkstack.bench.report import COLUMNS, cell
 
-    def fmt(value: float | None) -> str:
-        return "-" if value is None else f"{value:,.1f}"
-
-    for p in summary.points:
-        rows.append(
-            (
-                p.label,
-                f"{p.requests_ok}/{p.requests_sent}",
-                f"{p.request_throughput:.2f}",
-                f"{p.output_token_throughput:,.1f}",
-                fmt(p.stat("ttft_ms")),
-                fmt(p.stat("ttft_ms", "p99")),
-                fmt(p.stat("itl_ms")),
-                fmt(p.stat("e2e_ms")),
-                fmt(p.stat("e2e_ms", "p99")),
-            )
-        )
+    shown = [c for c in COLUMNS if c[0] not in _WIDE]
+    rows = [["point", *(c[0] for c in shown)]]
+    rows += [[p.label, *(cell(p, m, s) for _, m, s in shown)] for p in summary.points]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    stream = out or sys.stdout
     for row in rows:
         print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)), file=stream)
     for note in summary.warnings:
         print(f"note: {note}", file=stream)
+
+
+_WIDE = {"TTFT mean", "ITL p99", "E2E mean"}
