@@ -103,7 +103,7 @@ def theirs(url: str, requests: int, out: Path, hf_home: Path) -> dict[str, float
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--requests", type=int, default=800)
+    parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_client_capacity.json")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sparkstack-capacity-"))

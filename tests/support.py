@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from sparkstack.bench.summary import RunSummary
 from sparkstack.supervisor.ports import free_port
 from sparkstack.supervisor.process import pid_alive
 
@@ -135,3 +136,18 @@ def wait_gone(pids: list[int], timeout: float) -> list[int]:
         alive = [pid for pid in alive if pid_alive(pid)]
         time.sleep(0.1)
     return [pid for pid in alive if pid_alive(pid)]
+
+
+def bench_cli(up: UpProcess, out: Path, *args: str) -> RunSummary:
+    """`sparkstack bench` against ``up``'s gateway; checks the run folder is whole."""
+    result = subprocess.run(
+        [sys.executable, "-m", "sparkstack", "bench", up.url, "--out", str(out), *args],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "run folder:" in result.stdout
+    for name in ("requests.csv", "summary.csv", "report.html", "throughput.png", "latency.png",
+                 "latency_distribution.png"):  # fmt: skip
+        assert (out / name).exists(), name
+    assert (out / "latency.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    return RunSummary.read(out / "summary.json")

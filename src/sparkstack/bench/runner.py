@@ -4,6 +4,7 @@ writes the run directory (requests.csv, summary.json/csv, plots, report.html).""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import random
 import sys
@@ -64,7 +65,9 @@ async def _probe_fields(client: BenchClient, target: Target) -> tuple[list[str],
         body = make_body(target, "Say hello.", 2, dict.fromkeys(fields))
         capture = await client.send(target.path, body, Capture(t_sched_ns=time.perf_counter_ns()))
         record = measure(capture, "probe", 0, capture.t_send_ns, "", 0, 2)
-        if record.ok:
+        # "empty": accepted, but the two tokens were special ones (ignore_eos lets
+        # a model emit its end token again), which decode to no text
+        if record.ok or record.error_kind == "empty":
             if len(fields) < 2:
                 dropped = {"min_tokens", "ignore_eos"} - set(fields)
                 notes.append(
@@ -180,6 +183,9 @@ async def run_bench(
                 records += result[1]
         finally:
             await client.close()
+    # closed transports release their sockets on the next loop pass; give it one
+    # so a caller that ends the loop right away leaks nothing
+    await asyncio.sleep(0)
     return BenchResult(summary, records, folder)
 
 
