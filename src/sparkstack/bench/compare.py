@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sparkstack.bench.imports import load_run
 from sparkstack.bench.options import BenchOptionError
-from sparkstack.bench.report import write_report
+from sparkstack.bench.report import html_table, text_table, write_report
 from sparkstack.bench.summary import PointSummary, RunSummary
 
 RATIO_METRICS = (
@@ -83,35 +83,15 @@ def _fmt(value: float | None, ratio: bool = False) -> str:
     return f"{value:.2f}×" if ratio else f"{value:,.1f}"
 
 
-def ratio_text(runs: list[RunSummary], rows: list[RatioRow]) -> str:
+def ratio_table(runs: list[RunSummary], rows: list[RatioRow]) -> list[list[str]]:
+    """Header and rows: each run's value, then each run's ratio to the first."""
     labels = [r.label for r in runs]
     header = ["point", "metric", *labels, *(f"{label} / {labels[0]}" for label in labels[1:])]
-    table = [header] + [
+    return [header] + [
         [row.point, row.metric, *(_fmt(v) for v in row.values),
          *(_fmt(row.ratio(i), True) for i in range(1, len(runs)))]
         for row in rows
     ]  # fmt: skip
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(
-            c.ljust(w) if i < 2 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(line, widths, strict=True))
-        )
-        for line in table
-    )
-
-
-def _ratio_html(runs: list[RunSummary], rows: list[RatioRow]) -> str:
-    labels = [html.escape(r.label) for r in runs]
-    head = "".join(f"<th>{h}</th>" for h in ["point", "metric", *labels,
-                   *(f"{label} / {labels[0]}" for label in labels[1:])])  # fmt: skip
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in [
-            row.point, row.metric, *(_fmt(v) for v in row.values),
-            *(_fmt(row.ratio(i), True) for i in range(1, len(runs)))]) + "</tr>"
-        for row in rows
-    )  # fmt: skip
-    return f"<h2>Ratios to {labels[0]}</h2><table><tr>{head}</tr>{body}</table>"
 
 
 def compare(paths: list[Path], labels: list[str], out: Path) -> tuple[list[RunSummary], str]:
@@ -134,8 +114,11 @@ def compare(paths: list[Path], labels: list[str], out: Path) -> tuple[list[RunSu
     ratio_section = ""
     if len(runs) > 1:
         rows = ratio_rows(runs)
-        text = ratio_text(runs, rows)
-        ratio_section = _ratio_html(runs, rows)
+        table = ratio_table(runs, rows)
+        text = text_table(table, left=2)
+        ratio_section = f"<h2>Ratios to {html.escape(runs[0].label)}</h2>" + html_table(
+            table[0], table[1:]
+        )
         _write_ratio_csv(out / "comparison.csv", runs, rows)
     write_report(out, runs, records, ratio_table=ratio_section)
     return runs, text

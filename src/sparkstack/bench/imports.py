@@ -77,21 +77,24 @@ def _stat(values: dict[str, float | None]) -> Stat | None:
     )
 
 
+def _scalar(metrics: dict[str, dict[str, float | None]], tag: str) -> float | None:
+    """A single-valued metric: ``avg`` in JSON exports, ``Value`` in the CSV's second table."""
+    entry = metrics.get(tag, {})
+    return entry.get("avg") if entry.get("avg") is not None else entry.get("value")
+
+
 def _point_from_metrics(label: str, metrics: dict[str, dict[str, float | None]]) -> PointSummary:
     point = PointSummary(label=label)
     for theirs, ours in _METRICS.items():
         if theirs in metrics and (stat := _stat(metrics[theirs])) is not None:
             point.metrics[ours] = stat
     for theirs, ours in _THROUGHPUTS.items():
-        value = metrics.get(theirs, {}).get("avg", metrics.get(theirs, {}).get("value"))
+        value = _scalar(metrics, theirs)
         if value is not None:
             setattr(point, ours, value)
-    duration = metrics.get("benchmark_duration", {})
-    point.duration_s = duration.get("avg") or duration.get("value") or 0.0
-    sent = metrics.get("request_count", {})
-    point.requests_sent = int(sent.get("avg") or sent.get("value") or 0)
-    error_rate = metrics.get("request_error_rate", {})
-    rate = error_rate.get("avg") or error_rate.get("value") or 0.0
+    point.duration_s = _scalar(metrics, "benchmark_duration") or 0.0
+    point.requests_sent = int(_scalar(metrics, "request_count") or 0)
+    rate = _scalar(metrics, "request_error_rate") or 0.0
     point.requests_failed = round(point.requests_sent * rate / 100)
     point.requests_ok = point.requests_sent - point.requests_failed
     return point

@@ -11,7 +11,7 @@ import itertools
 import json
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
 from sparkstack.bench.client import BenchClient, Capture
@@ -29,7 +29,8 @@ class Job:
     output_tokens: int
 
 
-def make_body(target: Target, prompt: str, output_tokens: int, fields: dict[str, object]) -> bytes:
+def make_body(target: Target, prompt: str, output_tokens: int, fields: Collection[str]) -> bytes:
+    """The streamed request; ``fields``: the length controls the server accepts."""
     body: dict[str, object] = {
         "model": target.model,
         "max_tokens": output_tokens,

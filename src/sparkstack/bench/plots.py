@@ -5,6 +5,8 @@ Agg backend, so nothing needs a display."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,6 +51,20 @@ def _style(ax: Axes, xlabel: str, ylabel: str, ticks: list[str], log_x: bool) ->
     ax.legend(fontsize=8)
 
 
+_LATENCIES = (("ttft_ms", "time to first token (ms)"), ("e2e_ms", "end-to-end latency (ms)"))
+
+
+@dataclass(frozen=True)
+class _XAxis:
+    label: str
+    xs: list[list[float]]
+    ticks: list[str]
+    log: bool
+
+    def style(self, ax: Axes, ylabel: str) -> None:
+        _style(ax, self.label, ylabel, self.ticks, self.log)
+
+
 def write_plots(
     folder: Path, runs: list[RunSummary], records: dict[str, list[RequestRecord]]
 ) -> list[Path]:
@@ -59,87 +75,73 @@ def write_plots(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    xlabel, xs, ticks = x_axis(runs)
-    log_x = xlabel == "concurrency" and max(max(x) for x in xs if x) >= 8
-    written: list[Path] = []
+    label, xs, ticks = x_axis(runs)
+    axis = _XAxis(label, xs, ticks, label == "concurrency" and max(max(x) for x in xs if x) >= 8)
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for run, x in zip(runs, xs, strict=True):
+    def figure(name: str, draw: Callable[[Axes, Axes], None], title: str = "") -> Path:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+        draw(left, right)
+        fig.suptitle(PLOTS[name] + title)
+        fig.tight_layout()
+        path = folder / name
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+    return [
+        figure("throughput.png", lambda left, right: _throughput(left, right, runs, axis)),
+        figure("latency.png", lambda left, right: _latency(left, right, runs, axis)),
+        figure("latency_distribution.png",
+               lambda left, right: _distribution(left, right, runs, records), " (all points)"),
+    ]  # fmt: skip
+
+
+def _throughput(left: Axes, right: Axes, runs: list[RunSummary], axis: _XAxis) -> None:
+    for run, x in zip(runs, axis.xs, strict=True):
         left.plot(x, [p.output_token_throughput for p in run.points], marker="o", label=run.label)
         right.plot(x, [p.request_throughput for p in run.points], marker="o", label=run.label)
-    ceilings = {run.decode_ceiling_tok_s for run in runs if run.decode_ceiling_tok_s}
-    for ceiling in ceilings:
+    for ceiling in {run.decode_ceiling_tok_s for run in runs if run.decode_ceiling_tok_s}:
         left.axhline(
             ceiling, linestyle=":", color="grey", label=f"1-user decode ceiling {ceiling:g}"
         )
-    _style(left, xlabel, "output tokens/s (all users)", ticks, log_x)
-    _style(right, xlabel, "requests/s", ticks, log_x)
-    fig.suptitle(PLOTS["throughput.png"])
-    fig.tight_layout()
-    written.append(folder / "throughput.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    axis.style(left, "output tokens/s (all users)")
+    axis.style(right, "requests/s")
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for run, x in zip(runs, xs, strict=True):
-        for ax, metric in ((left, "ttft_ms"), (right, "e2e_ms")):
-            line = ax.plot(
-                x, _series(run.points, metric, "p50"), marker="o", label=f"{run.label} p50"
-            )
-            ax.fill_between(
-                x,
-                _series(run.points, metric, "p50"),
-                _series(run.points, metric, "p90"),
-                alpha=0.15,
-                color=line[0].get_color(),
-                label=f"{run.label} p50-p90",
-            )
-            ax.plot(
-                x,
-                _series(run.points, metric, "p99"),
-                linestyle="--",
-                color=line[0].get_color(),
-                label=f"{run.label} p99",
-            )
-    _style(left, xlabel, "time to first token (ms)", ticks, log_x)
-    _style(right, xlabel, "end-to-end latency (ms)", ticks, log_x)
-    fig.suptitle(PLOTS["latency.png"])
-    fig.tight_layout()
-    written.append(folder / "latency.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+def _latency(left: Axes, right: Axes, runs: list[RunSummary], axis: _XAxis) -> None:
+    for run, x in zip(runs, axis.xs, strict=True):
+        for ax, (metric, _) in zip((left, right), _LATENCIES, strict=True):
+            p50 = _series(run.points, metric, "p50")
+            color = ax.plot(x, p50, marker="o", label=f"{run.label} p50")[0].get_color()
+            ax.fill_between(x, p50, _series(run.points, metric, "p90"), alpha=0.15,
+                            color=color, label=f"{run.label} p50-p90")  # fmt: skip
+            ax.plot(x, _series(run.points, metric, "p99"), linestyle="--", color=color,
+                    label=f"{run.label} p99")  # fmt: skip
+    for ax, (_, name) in zip((left, right), _LATENCIES, strict=True):
+        axis.style(ax, name)
+
+
+def _distribution(left: Axes, right: Axes, runs: list[RunSummary],
+                  records: dict[str, list[RequestRecord]]) -> None:  # fmt: skip
     for run in runs:
         rows = [r for r in records.get(run.label, []) if r.ok]
-        for ax, metric in ((left, "ttft_ms"), (right, "e2e_ms")):
-            values = sorted(
-                float(getattr(r, metric)) for r in rows if getattr(r, metric) is not None
-            )
-            if values:
-                fractions = [(i + 1) / len(values) for i in range(len(values))]
-                ax.step(
-                    values, fractions, where="post", label=f"{run.label} ({len(values)} requests)"
-                )
-            else:  # imported runs: the percentiles they published, pooled over points
-                qs = [
-                    (q / 100, max(p.stat(metric, f"p{q}") or 0 for p in run.points))
-                    for q in (50, 90, 95, 99)
-                ]
-                ax.plot(
-                    [v for _, v in qs],
-                    [f for f, _ in qs],
-                    marker="o",
-                    label=f"{run.label} (percentiles)",
-                )
-    for ax, name in ((left, "time to first token (ms)"), (right, "end-to-end latency (ms)")):
+        for ax, (metric, _) in zip((left, right), _LATENCIES, strict=True):
+            _cdf(ax, run, rows, metric)
+    for ax, (_, name) in zip((left, right), _LATENCIES, strict=True):
         ax.set_xlabel(name)
         ax.set_ylabel("fraction of requests")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(PLOTS["latency_distribution.png"] + " (all points)")
-    fig.tight_layout()
-    written.append(folder / "latency_distribution.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
-    return written
+
+
+def _cdf(ax: Axes, run: RunSummary, rows: list[RequestRecord], metric: str) -> None:
+    values = sorted(float(getattr(r, metric)) for r in rows if getattr(r, metric) is not None)
+    if values:
+        fractions = [(i + 1) / len(values) for i in range(len(values))]
+        ax.step(values, fractions, where="post", label=f"{run.label} ({len(values)} requests)")
+        return
+    # imported runs: the percentiles they published, pooled over points
+    qs = [
+        (q / 100, max(p.stat(metric, f"p{q}") or 0 for p in run.points)) for q in (50, 90, 95, 99)
+    ]
+    ax.plot([v for _, v in qs], [f for f, _ in qs], marker="o", label=f"{run.label} (percentiles)")

@@ -32,10 +32,7 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         if self._task is not None:
             self._task.cancel()
-        end = "\n" if self._live else ""
-        self.stream.write(("\r" if self._live else "") + self.line() + end)
-        if not self._live:
-            self.stream.write("\n")
+        self.stream.write(("\r" if self._live else "") + self.line() + "\n")
         self.stream.flush()
 
     def line(self) -> str:

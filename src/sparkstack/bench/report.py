@@ -48,12 +48,25 @@ def cell(point: PointSummary, metric: str | None, stat: str | None) -> str:
     return _num(point.stat(metric, stat))
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
+def html_table(headers: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def text_table(rows: list[list[str]], left: int = 1) -> str:
+    """``rows`` (the first is the header) as aligned text: the first ``left``
+    columns flush left, the others flush right."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(width) if i < left else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    )
 
 
 def _run_section(run: RunSummary) -> str:
@@ -71,7 +84,7 @@ def _run_section(run: RunSummary) -> str:
         + "</p>"
     ]
     rows = [[p.label, *(cell(p, m, s) for _, m, s in COLUMNS)] for p in run.points]
-    parts.append(_table(["point", *(c for c, _, _ in COLUMNS)], rows))
+    parts.append(html_table(["point", *(c for c, _, _ in COLUMNS)], rows))
     servers = [(p.label, p.server) for p in run.points if p.server and p.server.samples]
     if run.gateway or servers:
         ceiling = run.decode_ceiling_tok_s
@@ -99,7 +112,7 @@ def _run_section(run: RunSummary) -> str:
                 ]
             )
         parts.append(
-            _table(
+            html_table(
                 [
                     "point",
                     "decode tok/s p50",
@@ -156,7 +169,7 @@ def write_report(
     definitions = runs[0].definitions
     parts.append(
         "<h3>Definitions</h3>"
-        + _table(["metric", "definition"], [[k, v] for k, v in definitions.items()])
+        + html_table(["metric", "definition"], [[k, v] for k, v in definitions.items()])
     )
     parts.append("</body></html>")
     path = folder / "report.html"

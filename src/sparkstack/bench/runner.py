@@ -62,7 +62,7 @@ async def _probe_fields(client: BenchClient, target: Target) -> tuple[list[str],
     with the server's own words."""
     notes: list[str] = []
     for fields in (["min_tokens", "ignore_eos"], ["ignore_eos"], []):
-        body = make_body(target, "Say hello.", 2, dict.fromkeys(fields))
+        body = make_body(target, "Say hello.", 2, fields)
         capture = await client.send(target.path, body, Capture(t_sched_ns=time.perf_counter_ns()))
         record = measure(capture, "probe", 0, capture.t_send_ns, "", 0, 2)
         # "empty": accepted, but the two tokens were special ones (ignore_eos lets
@@ -94,14 +94,20 @@ async def _probe_fields(client: BenchClient, target: Target) -> tuple[list[str],
 
 
 async def _jobs(
-    target: Target, point: Point, tokenizer: Tokenizer | None, count: int, seed: int
+    target: Target,
+    point: Point,
+    tokenizer: Tokenizer | None,
+    fields: list[str],
+    count: int,
+    seed: int,
 ) -> list[Job]:
+    """``count`` requests with sampled lengths, their bodies encoded."""
     rng = random.Random(seed)
     inputs = [point.input.sample(rng) for _ in range(count)]
     outputs = [point.output.sample(rng) for _ in range(count)]
     prompts = await build_prompts(tokenizer, inputs, seed)
     return [
-        Job(b"", text, measured if measured > 0 else wanted, out)
+        Job(make_body(target, text, out, fields), text, measured if measured > 0 else wanted, out)
         for (text, measured), wanted, out in zip(prompts, inputs, outputs, strict=True)
     ]
 
@@ -227,16 +233,7 @@ async def _run_one(
     seed: int,
 ) -> tuple[PointSummary, list[RequestRecord]]:
     count = point.requests or _POOL
-    jobs = await _jobs(target, point, tokenizer, count + point.warmup, seed)
-    jobs = [
-        Job(
-            make_body(target, j.prompt, j.output_tokens, dict.fromkeys(fields)),
-            j.prompt,
-            j.input_tokens,
-            j.output_tokens,
-        )
-        for j in jobs
-    ]
+    jobs = await _jobs(target, point, tokenizer, fields, count + point.warmup, seed)
     await warm_up(client, target, jobs[count:])
     if sampler is not None:
         sampler.start()
@@ -271,15 +268,13 @@ async def _run_one(
 
 def print_table(summary: RunSummary, out: TextIO | None = None) -> None:
     """The report's table, as text (the columns that fit a terminal)."""
-    from sparkstack.bench.report import COLUMNS, cell
+    from sparkstack.bench.report import COLUMNS, cell, text_table
 
     shown = [c for c in COLUMNS if c[0] not in _WIDE]
     rows = [["point", *(c[0] for c in shown)]]
     rows += [[p.label, *(cell(p, m, s) for _, m, s in shown)] for p in summary.points]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     stream = out or sys.stdout
-    for row in rows:
-        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)), file=stream)
+    print(text_table(rows, left=0), file=stream)
     for note in summary.warnings:
         print(f"note: {note}", file=stream)
 

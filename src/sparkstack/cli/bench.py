@@ -8,11 +8,11 @@ import datetime
 import os
 import random
 import re
-import sys
 from pathlib import Path
 
 import click
 
+from sparkstack.cli.main import _fail
 from sparkstack.errors import SparkstackError
 
 _SUBCOMMANDS = ("run", "compare", "plot")
@@ -25,11 +25,6 @@ class BenchGroup(click.Group):
         if args and args[0] not in _SUBCOMMANDS and args[0] not in ("--help", "-h"):
             args = ["run", *args]
         return super().parse_args(ctx, args)
-
-
-def _fail(exc: SparkstackError) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(1)
 
 
 @click.group(cls=BenchGroup)
@@ -64,8 +59,8 @@ def _slug(text: str) -> str:
 @click.option("--requests", "-n", type=int, help="Measured requests per point.")
 @click.option("--duration", type=float, help="Seconds per point (instead of --requests).")
 @click.option("--warmup", type=int, help="Warm-up requests per point, not measured [1].")
-@click.option("--input-tokens", default="128,0", show_default=True, help="MEAN[,STDDEV].")
-@click.option("--output-tokens", default="128,0", show_default=True, help="MEAN[,STDDEV].")
+@click.option("--input-tokens", help="MEAN[,STDDEV] [128; a scenario's own without it].")
+@click.option("--output-tokens", help="MEAN[,STDDEV] [128; a scenario's own without it].")
 @click.option(
     "--endpoint", type=click.Choice(["chat", "completions"]), default="chat", show_default=True
 )
@@ -89,7 +84,7 @@ def _slug(text: str) -> str:
 )
 def run_cmd(url: str, model: str, concurrency: str | None, rate: float | None, arrival: str,
             requests: int | None, duration: float | None, warmup: int | None,
-            input_tokens: str, output_tokens: str, endpoint: str, api_key: str | None,
+            input_tokens: str | None, output_tokens: str | None, endpoint: str, api_key: str | None,
             tokenizer: str | None, scenario: str | None, out: Path | None, label: str | None,
             timeout: float, seed: int | None) -> None:  # fmt: skip
     """Benchmark URL (http://HOST:PORT, with or without /v1) with model M."""
@@ -118,15 +113,15 @@ def run_cmd(url: str, model: str, concurrency: str | None, rate: float | None, a
                 p.with_overrides(
                     requests=requests, duration=duration, warmup=warmup,
                     output=LengthDist.parse(output_tokens, "--output-tokens")
-                    if output_tokens != "128,0" else None,
+                    if output_tokens else None,
                     input=LengthDist.parse(input_tokens, "--input-tokens")
-                    if input_tokens != "128,0" else None,
+                    if input_tokens else None,
                 )
                 for p in scenario_points(scenario)
             ]  # fmt: skip
         else:
-            inputs = LengthDist.parse(input_tokens, "--input-tokens")
-            outputs = LengthDist.parse(output_tokens, "--output-tokens")
+            inputs = LengthDist.parse(input_tokens or "128", "--input-tokens")
+            outputs = LengthDist.parse(output_tokens or "128", "--output-tokens")
             levels: list[int | None] = list(parse_concurrency(concurrency)) if concurrency else []
             if not levels:
                 levels = [None] if rate else [1]
