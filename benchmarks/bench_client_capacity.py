@@ -21,10 +21,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.aiperf_tool import AIPERF_VERSION, hf_cache_tokenizer, metric, run_aiperf
+from benchmarks.bench_clients import (
+    AIPERF_VERSION,
+    hf_cache_tokenizer,
+    metric,
+    run_aiperf,
+    run_sparkstack_bench,
+)
 from benchmarks.gateway_overhead import wait_http
 from sparkstack.bench.records import read_requests_csv
-from sparkstack.bench.summary import RunSummary
 from sparkstack.stack.sources import resolve_model_source
 from sparkstack.supervisor.ports import free_port
 
@@ -36,32 +41,9 @@ TARGET = 30_000
 
 
 def ours(url: str, requests: int, out: Path) -> dict[str, float]:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sparkstack",
-            "bench",
-            url,
-            "--model",
-            "stub",
-            "--concurrency",
-            str(CONCURRENCY),
-            "--requests",
-            str(requests),
-            "--input-tokens",
-            "16",
-            "--output-tokens",
-            str(CHUNKS),
-            "--out",
-            str(out),
-        ],
-        check=True,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    point = RunSummary.read(out / "summary.json").points[0]
+    args = ["--concurrency", str(CONCURRENCY), "--requests", str(requests),
+            "--input-tokens", "16", "--output-tokens", str(CHUNKS)]  # fmt: skip
+    point = run_sparkstack_bench(url, "stub", out, args).points[0]
     chunks = sum(r.token_events for r in read_requests_csv(out / "requests.csv") if r.ok)
     return {
         "chunks": chunks,

@@ -24,16 +24,20 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import urllib.request
 from pathlib import Path
 
 from tests.support import smollm2_hf_folder
 
-from benchmarks.aiperf_tool import AIPERF_VERSION, hf_cache_tokenizer, metric, run_aiperf
+from benchmarks.bench_clients import (
+    AIPERF_VERSION,
+    hf_cache_tokenizer,
+    metric,
+    run_aiperf,
+    run_sparkstack_bench,
+)
 from benchmarks.gateway_overhead import wait_http
-from sparkstack.bench.summary import RunSummary
 from sparkstack.settings import Settings
 from sparkstack.supervisor.ports import free_port
 
@@ -49,41 +53,11 @@ METRICS = {  # ours (summary) -> aiperf export
 
 
 def ours(url: str, requests: int, tokenizer: Path, out: Path, seed: int) -> dict[str, float]:
-    subprocess.run(
-        [
-            "taskset",
-            "-c",
-            "0",
-            sys.executable,
-            "-m",
-            "sparkstack",
-            "bench",
-            url,
-            "--model",
-            "smol",
-            "--concurrency",
-            str(CONCURRENCY),
-            "--requests",
-            str(requests),
-            "--input-tokens",
-            str(INPUT),
-            "--output-tokens",
-            str(OUTPUT),
-            "--warmup",
-            str(WARMUP),
-            "--tokenizer",
-            str(tokenizer),
-            "--seed",
-            str(seed),
-            "--out",
-            str(out),
-        ],
-        check=True,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    point = RunSummary.read(out / "summary.json").points[0]
+    args = ["--concurrency", str(CONCURRENCY), "--requests", str(requests),
+            "--input-tokens", str(INPUT), "--output-tokens", str(OUTPUT),
+            "--warmup", str(WARMUP), "--tokenizer", str(tokenizer),
+            "--seed", str(seed)]  # fmt: skip
+    point = run_sparkstack_bench(url, "smol", out, args, cpu="0").points[0]
     return {
         "ttft_ms": point.stat("ttft_ms") or 0.0,
         "itl_ms": point.stat("itl_ms") or 0.0,

@@ -1,6 +1,7 @@
-"""NVIDIA aiperf as a reference tool for the bench benchmarks: installed from PyPI
-into its own venv under $SPARKSTACK_HOME/tools/aiperf (never into ours), fed a
-tokenizer laid out as a Hugging Face cache entry (aiperf takes no plain folder
+"""The two clients the bench benchmarks run side by side: `sparkstack bench` (a
+subprocess of its own, its summary read back) and NVIDIA aiperf, installed from
+PyPI into its own venv under $SPARKSTACK_HOME/tools/aiperf (never into ours), fed
+a tokenizer laid out as a Hugging Face cache entry (aiperf takes no plain folder
 offline), run with HF_HUB_OFFLINE=1, its JSON export read back."""
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+from sparkstack.bench.summary import RunSummary
 from sparkstack.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
 
 AIPERF_VERSION = "0.13.0"
 _TOKENIZER_FILES = (
@@ -95,3 +99,16 @@ def metric(data: dict[str, object], name: str, stat: str = "avg") -> float:
     entry = data[name]
     assert isinstance(entry, dict)
     return float(entry[stat])
+
+
+def run_sparkstack_bench(
+    url: str, model: str, out: Path, args: list[str], cpu: str | None = None
+) -> RunSummary:
+    """One `sparkstack bench` run into ``out`` (pinned to ``cpu`` when given)."""
+    pin = ["taskset", "-c", cpu] if cpu else []
+    subprocess.run(
+        [*pin, sys.executable, "-m", "sparkstack", "bench", url, "--model", model,
+         "--out", str(out), *args],
+        check=True, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    return RunSummary.read(out / "summary.json")
