@@ -61,10 +61,20 @@ if [[ "$(cat "$venv/.sparkstack-installed" 2>/dev/null)" != "llama-cpp-python==$
   pipq "$venv/bin/python" -m pip install --find-links "$wheels" "llama-cpp-python[server]==$LLAMACPP_VERSION"
   echo "llama-cpp-python==$LLAMACPP_VERSION" > "$venv/.sparkstack-installed"
 fi
-if [[ -n "$extras" ]] && ! command -v nginx >/dev/null && [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
-  # benchmarks/gateway_overhead.py compares the gateway with the Debian nginx.
-  step "nginx (for the gateway benchmark)"
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; } >/dev/null 2>&1 \
-    || echo "warning: nginx could not be installed; benchmarks/gateway_overhead.py needs it" >&2
+# The test suite and benchmarks use real system programs: nginx (gateway benchmark,
+# exported site files), podman + runc (engines in containers), chromium (dashboard),
+# prometheus (scrape config), docker-compose / podman-compose (exported compose files).
+SYSTEM_PACKAGES="nginx-light podman runc chromium prometheus docker-compose podman-compose fonts-dejavu-core"
+if [[ -n "$extras" ]] && [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
+  missing=""
+  for pkg in $SYSTEM_PACKAGES; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+  done
+  if [[ -n "$missing" ]]; then
+    step "system packages for the tests:$missing"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        -o DPkg::Lock::Timeout=600 $missing; } >/dev/null 2>&1 \
+      || echo "warning: could not install$missing; the tests that need them will fail" >&2
+  fi
 fi
 step "installed; engines in $engines"
