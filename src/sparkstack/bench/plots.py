@@ -104,6 +104,30 @@ def _throughput(left: Axes, right: Axes, runs: list[RunSummary], axis: _XAxis) -
         left.axhline(
             ceiling, linestyle=":", color="grey", label=f"1-user decode ceiling {ceiling:g}"
         )
+    for run, x in zip(runs, axis.xs, strict=True):
+        goodputs = [p.goodput for p in run.points]
+        if any(g is not None for g in goodputs):
+            right.plot(
+                x,
+                [g if g is not None else float("nan") for g in goodputs],
+                marker="s",
+                linestyle="--",
+                label=f"{run.label} goodput (SLO met)",
+            )
+        sweep = run.sweep
+        if sweep is not None and sweep.knee_label is not None:
+            at = next(i for i, p in enumerate(run.points) if p.label == sweep.knee_label)
+            knee_x, knee_y = x[at], run.points[at].output_token_throughput
+            left.axvline(knee_x, linestyle=":", color="red", alpha=0.6)
+            left.plot(
+                [knee_x],
+                [knee_y],
+                marker="*",
+                markersize=16,
+                color="red",
+                linestyle="none",
+                label=f"{run.label} knee ({sweep.knee_label})",
+            )
     axis.style(left, "output tokens/s (all users)")
     axis.style(right, "requests/s")
 
