@@ -60,7 +60,9 @@ def next_point(
         return None
     if sweep.by == "concurrency":
         level = (last.concurrency or 1) * 2
-        return last.with_overrides(label=f"c={level}", concurrency=level)
+        # every user needs requests to send: at least two each per point
+        requests = max(last.requests, 2 * level) if last.requests is not None else None
+        return last.with_overrides(label=f"c={level}", concurrency=level, requests=requests)
     rate = (last.rate or sweep.start) * 2
     cap = f" c≤{last.concurrency}" if last.concurrency else ""
     return last.with_overrides(label=f"{rate:g} req/s{cap}", rate=rate)
