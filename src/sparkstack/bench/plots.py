@@ -89,9 +89,11 @@ def write_plots(
         plt.close(fig)
         return path
 
-    swept = [figure("saturation.png", lambda left, right: _saturation(left, right, runs, axis))]
-    if not any(run.sweep for run in runs):
-        swept = []
+    swept = []
+    if any(run.sweep for run in runs):
+        swept.append(
+            figure("saturation.png", lambda left, right: _saturation(left, right, runs, axis))
+        )
     return swept + [
         figure("throughput.png", lambda left, right: _throughput(left, right, runs, axis)),
         figure("latency.png", lambda left, right: _latency(left, right, runs, axis)),
