@@ -37,5 +37,11 @@ def test_verdicts() -> None:
     assert within[3] == "worse" and not within[4]  # beyond 0 but within the allowed 50%
     faster = judge(base, sample(200, 0.8, 6), "ttft_ms", "mean", 0.0)
     assert faster[3] == "better" and not faster[4]
+    # a tight but tiny shift stays under the 3% noise floor (run-to-run drift)
+    steady = [100.0 + i % 7 for i in range(400)]
+    drift = judge(steady, [v * 1.02 for v in steady], "ttft_ms", "mean", 0.0)
+    assert drift[1] > 0 and drift[3] == "no detectable change" and not drift[4]
+    strict = judge(steady, [v * 1.02 for v in steady], "ttft_ms", "mean", 0.0, noise_floor=0.0)
+    assert strict[3] == "worse" and strict[4]
     throughput = judge(base, sample(200, 0.8, 6), "output_tok_s", "mean", 0.0)
     assert throughput[3] == "worse" and throughput[4]  # lower throughput is the bad side

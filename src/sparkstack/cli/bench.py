@@ -269,6 +269,13 @@ def _plot_or_compare(sources: tuple[Path, ...], labels: tuple[str, ...], out: Pa
     show_default=True,
     help="A worse verdict fails the gate only beyond this change, e.g. 5%.",
 )
+@click.option(
+    "--noise-floor",
+    default="3%",
+    show_default=True,
+    help="Run-to-run drift one run cannot show: a change counts only when its whole "
+    "interval lies beyond it.",
+)
 def compare_cmd(
     runs: tuple[Path, ...],
     labels: tuple[str, ...],
@@ -276,6 +283,7 @@ def compare_cmd(
     gate: bool,
     metrics: tuple[str, ...],
     max_regression: str,
+    noise_floor: str,
 ) -> None:
     """Overlay RUNS (sparkstack run folders, aiperf or genai-perf exports) and print
     the ratio of each to the first; with --gate, a verdict per metric for B vs A."""
@@ -286,7 +294,12 @@ def compare_cmd(
     from sparkstack.bench.gate import parse_regression
 
     try:
-        verdicts, table = run_gate(list(runs), list(metrics), parse_regression(max_regression))
+        verdicts, table = run_gate(
+            list(runs),
+            list(metrics),
+            parse_regression(max_regression, "--max-regression"),
+            parse_regression(noise_floor, "--noise-floor"),
+        )
     except SparkstackError as exc:
         _fail(exc)
     click.echo(table)
