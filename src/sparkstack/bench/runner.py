@@ -371,6 +371,18 @@ def print_table(summary: RunSummary, out: TextIO | None = None) -> None:
     rows += [[p.label, *(cell(p, m, s) for _, m, s in shown)] for p in summary.points]
     stream = out or sys.stdout
     print(text_table(rows, left=0), file=stream)
+    cal = summary.calibration
+    if cal is not None:
+        shares = ", ".join(
+            f"{p.label} {100 * p.client.client_share:.1f}%"
+            for p in summary.points
+            if p.client is not None and p.client.client_share is not None
+        )
+        print(
+            f"client ceiling (null server): {cal.requests_per_s:,.0f} req/s, "
+            f"{cal.events_per_s:,.0f} events/s; used: {shares or '-'}",
+            file=stream,
+        )
     for point in summary.points:
         if not point.valid and point.client is not None:
             print(f"INVALID {point.label}: {'; '.join(point.client.reasons)}", file=stream)
