@@ -124,7 +124,7 @@ def down(timeout: float) -> None:
     click.echo("stack stopped")
 
 
-def _gateway_get(path: str, method: str = "GET") -> dict[str, object]:
+def _gateway_get(path: str, method: str = "GET", timeout: float = 10.0) -> dict[str, object]:
     settings = Settings.from_env()
     run = RunFile.read(settings.run_file)
     if run is None:
@@ -135,7 +135,7 @@ def _gateway_get(path: str, method: str = "GET") -> dict[str, object]:
     if admin_key:
         request.add_header("Authorization", f"Bearer {admin_key}")
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             data: dict[str, object] = json.load(response)
             return data
     except urllib.error.HTTPError as exc:
@@ -181,7 +181,8 @@ def status(as_json: bool) -> None:
 
 
 def _model_action(action: str, name: str) -> None:
-    data = _gateway_get(f"/admin/models/{name}/{action}", method="POST")
+    # a load waits for the engine to start: minutes for a large model
+    data = _gateway_get(f"/admin/models/{name}/{action}", method="POST", timeout=3600.0)
     click.echo(f"{data['model']}: {data['outcome']} (state {data['state']})")
 
 

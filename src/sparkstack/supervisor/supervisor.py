@@ -42,6 +42,7 @@ class Supervisor:
         on_change: ChangeListener | None = None,
         plan: StackPlan | None = None,
         on_event: EventListener | None = None,
+        on_spawn: ChangeListener | None = None,
     ) -> None:
         self.stack = stack
         self.settings = settings
@@ -62,7 +63,7 @@ class Supervisor:
         self.ledger = MemoryLedger(plan, self.models)
         self.lifecycle = EngineLifecycle(
             settings, session, self._set, self._set_event, self._after_crash,
-            self._footprint_plan, on_spawn=on_change,
+            self._footprint_plan, on_spawn=on_spawn,
         )  # fmt: skip
         self._waking: dict[str, asyncio.Task[ModelRuntime]] = {}
         self._closing = False
