@@ -106,8 +106,8 @@ def plan(
     Exit code 0 when it fits, 1 when it does not."""
     from functools import partial
 
+    from sparkstack.machine import resolve_machine
     from sparkstack.modelfacts.inspect import inspect_source
-    from sparkstack.planner.machine import resolve_machine
     from sparkstack.planner.plan import build_plan
     from sparkstack.planner.render import render_plan
 

@@ -1,74 +1,37 @@
-"""KV-cache size formulas, per attention kind and per engine.
-
-Each function derives what the engine itself computes, so that the plan's
-``kv_tokens`` is the number the engine reports at start.
-
-Per token and layer, attention stores K and V for every KV head::
-
-    full / sliding:  kv_heads * (head_dim_k + head_dim_v) * dtype_bytes
-    MLA:             1 * (kv_lora_rank + qk_rope_head_dim) * dtype_bytes   (one latent, no V)
-
-State layers (Mamba2 / GatedDeltaNet) hold a fixed state per sequence instead.
-"""
+"""vLLM's memory model: how it groups layers into KV-cache blocks, how many
+tokens a KV pool of N bytes holds (exactly what vLLM logs as ``KV cache size``),
+and the flags that size the pool (``--kv-cache-memory-bytes`` on GPUs,
+``VLLM_CPU_KVCACHE_SPACE`` on the CPU build)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from sparkstack.modelfacts.facts import LayerKind, LayerSpec, ModelFacts
-from sparkstack.modelfacts.quant_formats import ggml_bytes
+from sparkstack.engines.base import MemoryEstimate, planned_shape
+from sparkstack.engines.gpu_estimates import CUDA_RUNTIME_BYTES, activation_peak, graph_spike
+from sparkstack.errors import EngineError
+from sparkstack.machine import GIB, MachineProfile
+from sparkstack.modelfacts.facts import LayerKind, ModelFacts
+from sparkstack.modelfacts.kv_layout import (
+    kv_bytes_per_token,
+    layer_bytes_per_token,
+    state_bytes_per_sequence,
+)
+from sparkstack.stack.schema import ModelSpec
 
 VLLM_BLOCK_SIZE = 16
 """vLLM CacheConfig.DEFAULT_BLOCK_SIZE."""
-LLAMACPP_PAD = 256
-"""llama.cpp pads the context (KV cells) to 256 (src/llama-context.cpp)."""
-
-KV_DTYPE_BYTES = {
-    "auto": None,
-    "bf16": 2,
-    "fp16": 2,
-    "float16": 2,
-    "fp8": 1,
-    "fp8_e4m3": 1,
-    "fp8_e5m2": 1,
-}
+MAX_NUM_BATCHED_TOKENS = 2048
+"""vLLM's default on GPUs under 70 GiB and on GB10, whose NVML total fails
+(engine/arg_utils.py get_batch_defaults)."""
+CPU_RUNTIME_BYTES = 1 * GIB
+"""Python + torch + vLLM workers on the CPU build, measured (process tree RSS
+of the demo's minilm less its weights and KV)."""
 
 
-def layer_bytes_per_token(layer: LayerSpec, dtype_bytes: float) -> float:
-    """KV bytes one token occupies in one attention layer (0 for state/none layers).
-
-    vLLM ``AttentionSpec.page_size_bytes / block_size`` (v1/kv_cache_interface.py):
-    ``num_kv_heads * (head_size + head_size_v) * dtype_size``; for MLA
-    (``MLAAttentionSpec``) head_size is kv_lora_rank + qk_rope_head_dim with one
-    "head" and no separate V.
-    """
-    if layer.kind in (LayerKind.FULL, LayerKind.SLIDING):
-        return layer.kv_heads * (layer.head_dim_k + layer.head_dim_v) * dtype_bytes
-    if layer.kind is LayerKind.MLA:
-        return layer.head_dim_k * dtype_bytes
-    return 0.0
-
-
-def kv_bytes_per_token(facts: ModelFacts, dtype_bytes: float) -> int:
-    """KV bytes per token of context over every full-attention and MLA layer.
-
-    Sliding-window layers are left out: they hold at most a window per sequence,
-    not one entry per token of context (see ``vllm_blocks_per_request``).
-    """
-    return int(
-        sum(
-            layer_bytes_per_token(layer, dtype_bytes)
-            for layer in facts.layers
-            if layer.kind in (LayerKind.FULL, LayerKind.MLA)
-        )
-    )
-
-
-def state_bytes_per_sequence(layer: LayerSpec, conv_bytes: int, ssm_bytes: int) -> int:
-    """Bytes of one Mamba2/GDN layer's state for one sequence (conv + recurrent)."""
-    ssm = layer.ssm_state_dtype_bytes or ssm_bytes
-    return layer.conv_state_elements * conv_bytes + layer.ssm_state_elements * ssm
+def _block_size(machine: MachineProfile) -> int:
+    return 128 if machine.device == "cpu" else 16
 
 
 @dataclass(frozen=True)
@@ -196,48 +159,80 @@ def vllm_kv_bytes_for(
     return one.blocks_per_request * sequences * one.bytes_per_block
 
 
-@dataclass(frozen=True)
-class LlamaCppKv:
-    cells: int
-    swa_cells: int
-    kv_bytes: int
-    state_bytes: int
-
-
-def llamacpp_kv(
-    facts: ModelFacts,
-    n_ctx: int,
-    n_seq: int = 1,
-    type_k: str = "f16",
-    type_v: str = "f16",
-    n_ubatch: int = 512,
-    swa_full: bool = False,
-) -> LlamaCppKv:
-    """llama.cpp's KV buffer (src/llama-kv-cache.cpp, llama-kv-cache-iswa.cpp).
-
-    Cells = ``n_ctx`` padded to 256, shared by all sequences (``-np`` does not
-    multiply it). Bytes = cells * per layer ``n_embd_k_gqa * bytes(type_k) +
-    n_embd_v_gqa * bytes(type_v)``, with n_embd_k_gqa = head_dim_k * kv_heads and
-    the ggml row size of the cache type (f16: 2 B; q8_0: 34/32 B). The SWA cache
-    has ``pad256(min(n_ctx, window * n_seq + n_ubatch))`` cells. Recurrent state
-    (RS buffer) is F32: (conv + ssm) elements * 4 bytes per sequence.
-    """
-    cells = math.ceil(n_ctx / LLAMACPP_PAD) * LLAMACPP_PAD
-    window = max((layer.window or 0) for layer in facts.layers) if facts.layers else 0
-    swa_cells = cells
-    if window and not swa_full:
-        swa_cells = min(cells, math.ceil((window * n_seq + n_ubatch) / LLAMACPP_PAD) * LLAMACPP_PAD)
-    total = 0.0
-    state = 0
-    for layer in facts.layers:
-        n = swa_cells if layer.kind is LayerKind.SLIDING else cells
-        if layer.kind in (LayerKind.FULL, LayerKind.SLIDING):
-            total += ggml_bytes(type_k, n * layer.kv_heads * layer.head_dim_k)
-            total += ggml_bytes(type_v, n * layer.kv_heads * layer.head_dim_v)
-        elif layer.kind is LayerKind.MLA:
-            total += ggml_bytes(type_k, n * layer.head_dim_k)
-        elif layer.kind is LayerKind.STATE:
-            state += (layer.conv_state_elements + layer.ssm_state_elements) * 4 * n_seq
-    return LlamaCppKv(
-        cells=cells, swa_cells=swa_cells if window else 0, kv_bytes=int(total), state_bytes=state
+def vllm_memory(facts: ModelFacts, spec: ModelSpec, machine: MachineProfile) -> MemoryEstimate:
+    """Weights, KV pool, runtime overhead and first-request spike of one vLLM model,
+    with the flags (or, on the CPU build, the environment) that size its KV cache."""
+    cpu = machine.device == "cpu"
+    block = _block_size(machine)
+    max_len, sequences, dtype_bytes = planned_shape(spec, facts)
+    args, env, notes = _flags(spec, cpu)
+    if spec.kv_cache_gib is not None:
+        pool = int(spec.kv_cache_gib * GIB)
+    else:
+        pool = vllm_kv_bytes_for(
+            facts, max_len, sequences, dtype_bytes, MAX_NUM_BATCHED_TOKENS, block
+        )
+    if cpu:
+        gib = math.ceil(pool / GIB) if spec.kv_cache_gib is None else spec.kv_cache_gib
+        if gib != int(gib):
+            raise EngineError(
+                f"models.{spec.name}.kv_cache_gib: vLLM's CPU build takes whole GiB "
+                f"(VLLM_CPU_KVCACHE_SPACE), not {gib}; round it to an integer"
+            )
+        pool = int(gib) * GIB
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(int(gib))
+    kv = vllm_kv(facts, pool, max_len, dtype_bytes, MAX_NUM_BATCHED_TOKENS, block)
+    if kv.num_blocks == 0:
+        notes.append("no attention KV cache (encoder-only or attention-free model)")
+        pool = 0
+    else:
+        pool = kv.kv_bytes
+    weights = facts.weight_bytes
+    if cpu:
+        overhead, spike = CPU_RUNTIME_BYTES, 0
+    else:
+        overhead = CUDA_RUNTIME_BYTES + activation_peak(facts, MAX_NUM_BATCHED_TOKENS)
+        spike = graph_spike(facts, machine, spec.enforce_eager)
+        if spec.enforce_eager:
+            args.append("--enforce-eager")
+        used = weights + pool + overhead
+        utilization = math.ceil(used / machine.total_bytes * 100) / 100
+        args += [
+            "--gpu-memory-utilization", f"{utilization:.2f}",
+            "--kv-cache-memory-bytes", str(pool),
+        ]  # fmt: skip
+        if utilization > 0.9 and machine.unified:
+            notes.append(
+                f"--gpu-memory-utilization {utilization:.2f} on unified memory leaves the "
+                "OS little room (seed 002, wall 1)"
+            )
+    return MemoryEstimate(
+        weights_bytes=weights,
+        kv_bytes_per_token=kv_bytes_per_token(facts, dtype_bytes),
+        kv_bytes=pool,
+        kv_tokens=kv.kv_tokens,
+        overhead_bytes=overhead,
+        spike_bytes=spike,
+        engine_args=args,
+        engine_env=env,
+        notes=notes,
     )
+
+
+def _flags(spec: ModelSpec, cpu: bool) -> tuple[list[str], dict[str, str], list[str]]:
+    """The stack entry's own vLLM flags (the memory flags are added by the caller)."""
+    args: list[str] = []
+    env: dict[str, str] = {}
+    notes: list[str] = []
+    if spec.context:
+        args += ["--max-model-len", str(spec.context)]
+    if spec.concurrency:
+        args += ["--max-num-seqs", str(spec.concurrency)]
+    if spec.kv_cache_dtype == "fp8":
+        args += ["--kv-cache-dtype", "fp8"]
+    if spec.sleep_mode and cpu:
+        notes.append("sleep mode is not supported by vLLM's CPU build: idle means stopped")
+    elif spec.sleep_mode:
+        args.append("--enable-sleep-mode")
+        env["VLLM_SERVER_DEV_MODE"] = "1"  # exposes /sleep, /wake_up, /is_sleeping
+    return args, env, notes

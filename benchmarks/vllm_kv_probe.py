@@ -1,0 +1,153 @@
+"""Run with vLLM's own python (not sparkstack's): build tiny random-weight
+models from their configs, then construct vLLM's offline engine on each once
+per setting and print what the engine reports, one JSON line per model on
+stdout (``PROBE-RESULT {...}``).
+
+usage: python vllm_kv_probe.py JOB_JSON
+
+JOB_JSON: {"tokenizer_gguf", "tokenizer_dir", "settings": [{"kv_cache_gib",
+"context"}], "models": [{"name", "folder", "config"}]}. The engine core runs in
+this process (VLLM_ENABLE_V1_MULTIPROCESSING=0), so one import of vLLM serves
+every model and setting (the machine is scarce); its ``KV cache size`` line is
+the same one the API server logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+os.environ.update(
+    HF_HUB_OFFLINE="1",
+    VLLM_ENABLE_V1_MULTIPROCESSING="0",
+    VLLM_ALLOW_INSECURE_SERIALIZATION="1",
+    TOKENIZERS_PARALLELISM="false",
+)
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+KV_LINE = re.compile(r"KV cache size: ([\d,]+) tokens")
+LOAD_LINE = re.compile(r"Model loading took ([\d.]+) GiB")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+class Lines(logging.Handler):
+    """Keeps every vLLM log message of the current setting."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self.messages.append(record.getMessage())
+
+
+def tokenizer_folder(job: dict[str, Any]) -> Path:
+    """SmolLM2's tokenizer, converted once from the demo GGUF by transformers."""
+    folder = Path(job["tokenizer_dir"])
+    if not (folder / "tokenizer.json").exists():
+        gguf = Path(job["tokenizer_gguf"])
+        tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tokenizer.save_pretrained(folder)
+    return folder
+
+
+def build(job: dict[str, Any]) -> None:
+    folder = Path(job["folder"])
+    if (folder / "config.json").exists() and any(folder.glob("*.safetensors")):
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    config = dict(job["config"])
+    model_type = config.pop("model_type")
+    hf_config = transformers.AutoConfig.for_model(model_type, **config)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(hf_config, torch_dtype=torch.bfloat16)
+    model.save_pretrained(folder)
+    source = tokenizer_folder(job)
+    for name in os.listdir(source):
+        if name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "chat_template")):
+            shutil.copy(source / name, folder / name)
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def measure(folder: str, setting: dict[str, Any], lines: Lines) -> dict[str, Any]:
+    import vllm
+    from vllm import envs
+    from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+    os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(setting["kv_cache_gib"])
+    envs.disable_envs_cache()
+    lines.messages.clear()
+    result: dict[str, Any] = dict(setting)
+    llm = None
+    try:
+        llm = vllm.LLM(model=folder, max_model_len=setting["context"], enforce_eager=True, seed=0)
+        config = llm.llm_engine.vllm_config
+        result["engine_weight_bytes"] = sum(llm.apply_model(weight_bytes))
+        result["block_size"] = config.cache_config.block_size
+        result["num_blocks"] = config.cache_config.num_gpu_blocks
+        result["kv_cache_size_tokens"] = getattr(config.cache_config, "kv_cache_size_tokens", None)
+        result["max_num_batched_tokens"] = config.scheduler_config.max_num_batched_tokens
+        result["dtype"] = str(config.model_config.dtype).removeprefix("torch.")
+        result["refused"] = None
+    except Exception as exc:  # noqa: BLE001  (any refusal is the measurement)
+        text = str(exc).strip().splitlines()
+        result["refused"] = f"{type(exc).__name__}: {text[-1] if text else ''}"[:400]
+    finally:
+        del llm
+        gc.collect()
+        with contextlib.suppress(Exception):
+            cleanup_dist_env_and_memory()
+    kv = [m for m in lines.messages if KV_LINE.search(m)]
+    load = [m for m in lines.messages if LOAD_LINE.search(m)]
+    result["kv_line"] = kv[-1] if kv else None
+    result["engine_kv_tokens"] = (
+        int(KV_LINE.search(kv[-1]).group(1).replace(",", "")) if kv else None  # type: ignore[union-attr]
+    )
+    result["load_line"] = load[-1] if load else None
+    return result
+
+
+def probe_model(job: dict[str, Any], model: dict[str, Any], lines: Lines) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": model["name"], "transformers": transformers.__version__}
+    try:
+        build({**job, **model})
+    except Exception as exc:  # noqa: BLE001
+        out["build_error"] = f"{type(exc).__name__}: {exc}"[:400]
+        return out
+    import vllm
+
+    out["vllm"] = vllm.__version__
+    out["runs"] = []
+    for setting in job["settings"]:
+        print(f"probe: {model['name']} {setting}", file=sys.stderr, flush=True)
+        out["runs"].append(measure(model["folder"], setting, lines))
+    return out
+
+
+def main() -> None:
+    job = json.loads(Path(sys.argv[1]).read_text())
+    import vllm  # noqa: F401  (configures vLLM's loggers; the handler goes on after)
+
+    lines = Lines()
+    logging.getLogger("vllm").addHandler(lines)
+    for model in job["models"]:
+        result = probe_model(job, model, lines)
+        print("PROBE-RESULT " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
