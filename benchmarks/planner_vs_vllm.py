@@ -170,7 +170,12 @@ def replan(entry: dict[str, Any]) -> None:
         run["weights_ratio"] = round(plan.weights_bytes / weights, 4) if weights else None
 
 
-def probe(names: list[str], log: Path, on_result: Callable[[str, dict[str, Any]], None]) -> None:
+def probe(
+    names: list[str],
+    log: Path,
+    on_result: Callable[[str, dict[str, Any]], None],
+    settings_list: list[dict[str, Any]] = SETTINGS,
+) -> None:
     """Run the probe over ``names`` in one vLLM process; if it dies (a crash in
     one model's engine), go on with the models after it in a fresh one."""
     settings = Settings.from_env()
@@ -180,7 +185,7 @@ def probe(names: list[str], log: Path, on_result: Callable[[str, dict[str, Any]]
         job = {
             "tokenizer_gguf": resolve_model_source(SMOL_GGUF),
             "tokenizer_dir": str(settings.home / "models" / "planner-zoo" / "_tokenizer"),
-            "settings": SETTINGS,
+            "settings": settings_list,
             "models": [{"name": n, "folder": str(zoo_folder(n)), "config": ZOO[n]} for n in todo],
         }
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
@@ -235,7 +240,7 @@ def main() -> None:
     data["settings"] = SETTINGS
     entries: dict[str, Any] = data["architectures"]
     if not args.replan:
-        log = RESULTS.with_suffix(".log")
+        log = zoo_folder("probe.log")
         log.write_text("")
 
         def keep(name: str, found: dict[str, Any]) -> None:

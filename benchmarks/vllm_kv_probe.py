@@ -34,6 +34,11 @@ os.environ.update(
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
+import vllm  # type: ignore[import-not-found]  # noqa: E402
+from vllm import envs  # noqa: E402
+from vllm.distributed.parallel_state import (  # type: ignore[import-not-found]  # noqa: E402
+    cleanup_dist_env_and_memory,
+)
 
 KV_LINE = re.compile(r"KV cache size: ([\d,]+) tokens")
 LOAD_LINE = re.compile(r"Model loading took ([\d.]+) GiB")
@@ -84,10 +89,6 @@ def weight_bytes(model: torch.nn.Module) -> int:
 
 
 def measure(folder: str, setting: dict[str, Any], lines: Lines) -> dict[str, Any]:
-    import vllm
-    from vllm import envs
-    from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
-
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(setting["kv_cache_gib"])
     envs.disable_envs_cache()
     lines.messages.clear()
@@ -128,8 +129,6 @@ def probe_model(job: dict[str, Any], model: dict[str, Any], lines: Lines) -> dic
     except Exception as exc:  # noqa: BLE001
         out["build_error"] = f"{type(exc).__name__}: {exc}"[:400]
         return out
-    import vllm
-
     out["vllm"] = vllm.__version__
     out["runs"] = []
     for setting in job["settings"]:
@@ -140,8 +139,7 @@ def probe_model(job: dict[str, Any], model: dict[str, Any], lines: Lines) -> dic
 
 def main() -> None:
     job = json.loads(Path(sys.argv[1]).read_text())
-    import vllm  # noqa: F401  (configures vLLM's loggers; the handler goes on after)
-
+    # vLLM configured its loggers at import (above): the handler goes on after.
     lines = Lines()
     logging.getLogger("vllm").addHandler(lines)
     for model in job["models"]:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import transformers
-from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES  # type: ignore[import-not-found]
 
 CANONICAL = {
     "hidden_size", "num_attention_heads", "num_hidden_layers", "num_key_value_heads",
@@ -49,7 +49,7 @@ def main() -> None:
         lines.append(f"    {model_type!r}: {aliases!r},")
     lines.append("}")
     out.write_text("\n".join(lines) + "\n")
-    print(f"{len(table)} model types with aliases")
+    sys.stdout.write(f"{len(table)} model types with aliases\n")
 
 
 if __name__ == "__main__":
