@@ -30,8 +30,12 @@ CPU_RUNTIME_BYTES = 1 * GIB
 of the demo's minilm less its weights and KV)."""
 
 
-def _block_size(machine: MachineProfile) -> int:
-    return 128 if machine.device == "cpu" else 16
+def _block_size(machine: MachineProfile, facts: ModelFacts) -> int:
+    """16 tokens on GPUs; 128 on the CPU build, except MLA models: its reference
+    MLA kernel takes 16 (platforms/cpu.py; hosts with AMX tiles keep 128)."""
+    if machine.device != "cpu" or facts.count(LayerKind.MLA):
+        return 16
+    return 128
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,7 @@ def vllm_memory(facts: ModelFacts, spec: ModelSpec, machine: MachineProfile) -> 
     """Weights, KV pool, runtime overhead and first-request spike of one vLLM model,
     with the flags (or, on the CPU build, the environment) that size its KV cache."""
     cpu = machine.device == "cpu"
-    block = _block_size(machine)
+    block = _block_size(machine, facts)
     max_len, sequences, dtype_bytes = planned_shape(spec, facts)
     args, env, notes = _flags(spec, cpu)
     if spec.kv_cache_gib is not None:
@@ -182,9 +186,15 @@ def vllm_memory(facts: ModelFacts, spec: ModelSpec, machine: MachineProfile) -> 
         pool = int(gib) * GIB
         env["VLLM_CPU_KVCACHE_SPACE"] = str(int(gib))
     kv = vllm_kv(facts, pool, max_len, dtype_bytes, MAX_NUM_BATCHED_TOKENS, block)
-    if kv.num_blocks == 0:
-        notes.append("no attention KV cache (encoder-only or attention-free model)")
+    if not vllm_groups(facts)[1]:
+        # Only reachable when the config proves it: an encoder, or no cache layers.
+        notes.append("no attention KV cache (encoder-only model: its config says so)")
         pool = 0
+    elif kv.num_blocks == 0:
+        raise EngineError(
+            f"models.{spec.name}: a KV pool of {pool} bytes holds not one "
+            f"{kv.bytes_per_block}-byte vLLM block; raise kv_cache_gib"
+        )
     else:
         pool = kv.kv_bytes
     weights = facts.weight_bytes

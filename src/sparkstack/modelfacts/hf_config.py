@@ -11,7 +11,8 @@ code (vllm/model_executor/models/*.py) and transformers' own defaults:
 * ``layer_types`` lists (gpt-oss, Gemma 2/3, Qwen2/3, Qwen3-Next, Granite hybrids),
   or, in older configs without it, the rule transformers derives it by
   (Gemma 2: every other layer sliding; Gemma 3: ``sliding_window_pattern``;
-  Qwen2-family: ``use_sliding_window`` from ``max_window_layers`` on);
+  Qwen2-family: ``use_sliding_window`` from ``max_window_layers`` on; any
+  other ``sliding_window``: every layer, as vLLM applies it);
 * MLA (``kv_lora_rank``): one latent of ``kv_lora_rank + qk_rope_head_dim``;
 * Falcon / GPT-BigCode ``multi_query``: one KV head;
 * Mamba2 / GatedDeltaNet state layers (``hybrid_override_pattern``,
@@ -257,12 +258,16 @@ def _derived_layer_types(view: ConfigView, n_layers: int) -> list[str] | None:
             "full_attention" if (i + 1) % every == 0 else "sliding_attention"
             for i in range(n_layers)
         ]
-    if view.raw.get("use_sliding_window"):
-        first = view.integer("max_window_layers", default=0)
+    if "use_sliding_window" in view.raw:
+        # Qwen2 family: the window applies from layer max_window_layers on (28 when
+        # the key is absent, transformers' default), and not at all when disabled.
+        if not view.raw["use_sliding_window"]:
+            return None
+        first = view.integer("max_window_layers", default=28)
         return ["sliding_attention" if i >= first else "full_attention" for i in range(n_layers)]
-    if mt in ("mistral", "mixtral", "starcoder2", "phi3"):
-        return ["sliding_attention"] * n_layers
-    return None
+    # No layer list: a set sliding_window applies to every layer (vLLM puts it in
+    # CacheConfig.sliding_window, which every attention layer then uses).
+    return ["sliding_attention"] * n_layers
 
 
 def _layer(view: ConfigView, name: str) -> LayerSpec:
