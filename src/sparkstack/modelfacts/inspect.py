@@ -154,6 +154,30 @@ def facts_from_catalog(entry: model_catalog.CatalogEntry) -> ModelFacts:
     return facts
 
 
+_LLAMACPP_SWA_PATTERNS: dict[str, tuple[int, bool]] = {
+    "gemma2": (2, False), "gemma3": (6, False), "gemma3n": (5, False), "gpt-oss": (2, False),
+    "cohere2": (4, False), "exaone4": (4, False), "olmo2": (4, False), "afmoe": (4, False),
+}  # fmt: skip
+"""llama.cpp's default sliding pattern per architecture (src/models/*.cpp
+``load_swa_pattern``): (n, dense_first); the GGUF's own ``sliding_window_pattern``
+wins. Architectures not listed (phi3 among them) run without a window in llama.cpp."""
+
+
+def _gguf_swa(gguf: GGUFFile, arch: str, n_layers: int) -> list[bool]:
+    window = gguf.get_int(f"{arch}.attention.sliding_window")
+    if not window or arch not in _LLAMACPP_SWA_PATTERNS:
+        return [False] * n_layers
+    given = gguf.metadata.get(f"{arch}.attention.sliding_window_pattern")
+    if isinstance(given, list):
+        return [bool(flag) for flag in given][:n_layers]
+    n, dense_first = _LLAMACPP_SWA_PATTERNS[arch]
+    if isinstance(given, int):
+        n = given
+    if dense_first:
+        return [n == 0 or i % n != 0 for i in range(n_layers)]
+    return [n == 0 or i % n < n - 1 for i in range(n_layers)]
+
+
 def _gguf_layers(gguf: GGUFFile, arch: str) -> list[LayerSpec]:
     meta = gguf.metadata
     n_layers = gguf.get_int(f"{arch}.block_count")
@@ -163,11 +187,12 @@ def _gguf_layers(gguf: GGUFFile, arch: str) -> list[LayerSpec]:
     key_len = gguf.get_int(f"{arch}.attention.key_length", embd // heads if heads else 0)
     value_len = gguf.get_int(f"{arch}.attention.value_length", key_len)
     window = gguf.get_int(f"{arch}.attention.sliding_window")
+    swa = _gguf_swa(gguf, arch, n_layers)
     layers = []
     for index in range(n_layers):
         kv = kv_raw[index] if isinstance(kv_raw, list) else int(kv_raw)  # type: ignore[call-overload]
-        # gpt-oss in llama.cpp: even layers use the sliding window (llama-model.cpp).
-        sliding = window and arch == "gpt-oss" and index % 2 == 0
+        sliding = swa[index]
+        # llama.cpp's convention: a layer with 0 KV heads is a recurrent (state) layer.
         kind = LayerKind.SLIDING if sliding else (LayerKind.FULL if kv else LayerKind.STATE)
         layers.append(
             LayerSpec(
