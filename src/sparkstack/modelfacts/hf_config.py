@@ -228,6 +228,7 @@ def _mamba2_layer(view: ConfigView) -> LayerSpec:
         conv_state_elements=(kernel - 1) * conv_dim,
         ssm_state_elements=heads * dim * state,
         ssm_state_dtype_bytes=TORCH_DTYPE_BYTES.get(str(ssm_dtype)) if ssm_dtype else None,
+        checkpoint_blocks=1,
     )
 
 
@@ -275,7 +276,11 @@ def _layer(view: ConfigView, name: str) -> LayerSpec:
         return _attention_layer(view, LayerKind.FULL)
     if name in _SLIDING_TYPES:
         return _attention_layer(view, LayerKind.SLIDING)
-    if name == "linear_attention":
+    if name == "linear_attention" and (
+        view.has("linear_num_value_heads") or not view.has("mamba_num_heads")
+    ):
+        # transformers 5 also names Mamba2 layers linear_attention (Granite
+        # hybrids, Nemotron-H): the fields tell GatedDeltaNet from Mamba2.
         return _gated_delta_net_layer(view)
     if name in _STATE_TYPES:
         return _mamba2_layer(view)
@@ -297,7 +302,8 @@ def layers_of(config: Config) -> list[LayerSpec]:
         )
     types = view.get("layer_types")
     pattern = view.raw.get("hybrid_override_pattern")
-    n_layers = view.integer("num_hidden_layers", default=len(pattern) if pattern else None)
+    listed = types if isinstance(types, list) else pattern
+    n_layers = view.integer("num_hidden_layers", default=len(listed) if listed else None)
     if not isinstance(types, list):
         types = _derived_layer_types(view, n_layers)
     if types is None:
