@@ -166,6 +166,12 @@ def replan(entry: dict[str, Any]) -> None:
     if "config" not in entry:
         return
     for run in entry.get("runs", []):
+        if run.get("engine_kv_tokens") is None and run.get("kv_cache_size_tokens"):
+            # vLLM logs the line with logger.info_once: a setting whose line is word
+            # for word one logged earlier in the process prints nothing. The number
+            # is the one the line carries (update_kv_cache_capacity stores it there).
+            run["engine_kv_tokens"] = run["kv_cache_size_tokens"]
+            run["kv_source"] = "cache_config.kv_cache_size_tokens (line logged once per process)"
         try:
             plan = plan_setting(entry["config"], tensors_of(entry), run)
         except Exception as exc:  # noqa: BLE001  (a planner refusal is a result too)

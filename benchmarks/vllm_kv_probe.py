@@ -34,6 +34,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 import vllm  # type: ignore[import-not-found]  # noqa: E402
 from vllm import envs  # noqa: E402
+from vllm import logger as vllm_logger  # noqa: E402
 from vllm.distributed.parallel_state import (  # type: ignore[import-not-found]  # noqa: E402
     cleanup_dist_env_and_memory,
 )
@@ -80,6 +81,10 @@ def measure(folder: str, setting: dict[str, Any]) -> dict[str, Any]:
     OPENAI_API_SERVER: 2048 batched tokens on the CPU build), as sparkstack runs it."""
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(setting["kv_cache_gib"])
     envs.disable_envs_cache()
+    # vLLM logs its KV line with info_once: forget what was logged, so every
+    # setting prints its own line even when it repeats an earlier one.
+    with contextlib.suppress(AttributeError):
+        vllm_logger._print_info_once.cache_clear()
     print(f"PROBE-SETTING {json.dumps(setting)}", flush=True)
     result: dict[str, Any] = dict(setting)
     engine = None
