@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from benchmarks.planner_vs_vllm import RESULTS, plan_setting, tensors_of
 
+from sparkstack.errors import EngineError
+
 REQUIRED = {
     "llama", "qwen2-sliding", "qwen3", "qwen3_moe", "mistral-sliding", "gemma2", "gemma3",
     "phi3", "starcoder2", "gpt_bigcode", "falcon", "olmo2", "granite", "deepseek_v2-mla",
@@ -44,3 +46,10 @@ def test_plan_equals_vllm_cpu_at_every_setting(name: str) -> None:
         assert run["engine_kv_tokens"] is not None, (name, setting, run["refused"])
         assert plan.kv_tokens == run["engine_kv_tokens"], (name, setting)
         assert abs(plan.weights_bytes / run["engine_weight_bytes"] - 1) <= 0.02, (name, setting)
+
+
+def test_what_vllm_refuses_the_plan_refuses_too() -> None:
+    entry = ENTRIES["qwen2-sliding"]
+    assert "Sliding window for some but all layers" in entry["refused"]
+    with pytest.raises(EngineError, match="max_window_layers"):
+        plan_setting(entry["config"], tensors_of(entry), entry["runs"][0])

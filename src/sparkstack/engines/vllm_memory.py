@@ -174,6 +174,17 @@ def vllm_kv_bytes_for(
 def vllm_memory(facts: ModelFacts, spec: ModelSpec, machine: MachineProfile) -> MemoryEstimate:
     """Weights, KV pool, runtime overhead and first-request spike of one vLLM model,
     with the flags (or, on the CPU build, the environment) that size its KV cache."""
+    if (
+        facts.model_type == "qwen2"
+        and facts.count(LayerKind.SLIDING)
+        and facts.count(LayerKind.FULL)
+    ):
+        # vllm/model_executor/models/qwen2.py asserts max_window_layers == num_layers.
+        raise EngineError(
+            f"models.{spec.name}: vLLM serves a Qwen2 model with a sliding window on all "
+            "layers or none, not from max_window_layers on; set use_sliding_window: false "
+            "in its config.json, or serve it with llama.cpp"
+        )
     cpu = machine.device == "cpu"
     block = _block_size(machine, facts)
     max_len, sequences, dtype_bytes = planned_shape(spec, facts)
