@@ -81,7 +81,9 @@ def llamacpp_memory(facts: ModelFacts, spec: ModelSpec, machine: MachineProfile)
     n_seq = spec.concurrency or 1
     n_ctx = (spec.context or DEFAULT_CONTEXT) * n_seq  # cells are shared by all slots
     cache_type = "q8_0" if spec.kv_cache_dtype == "fp8" else "f16"
-    kv = llamacpp_kv(facts, n_ctx, n_seq, cache_type, cache_type, N_UBATCH)
+    # llama-cpp-python's server cannot set swa_full, so llama.cpp's default holds:
+    # a full-size cache for sliding layers too (measured: benchmarks/planner_vs_llamacpp.py).
+    kv = llamacpp_kv(facts, n_ctx, n_seq, cache_type, cache_type, N_UBATCH, swa_full=True)
     args = ["--n_ctx", str(n_ctx)]
     if cache_type != "f16":
         type_id = str(_GGML_TYPE_IDS[cache_type])
