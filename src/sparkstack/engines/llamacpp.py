@@ -4,15 +4,18 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import aiohttp
 
 from sparkstack.engines.base import (
+    GUARD_MODULE,
     EngineAdapter,
     LaunchSpec,
     MemoryEstimate,
     finish_launch,
+    last_match,
 )
 from sparkstack.engines.llamacpp_memory import DEFAULT_CONTEXT, llamacpp_memory
 from sparkstack.engines.registry import register_engine
@@ -22,6 +25,7 @@ from sparkstack.settings import Settings
 from sparkstack.stack.schema import ModelSpec
 from sparkstack.stack.sources import resolve_model_source
 
+_KV_LINE = re.compile(r"llama_kv_cache: size =\s+[\d.]+ MiB \(\s*(\d+) cells")
 _TOKENIZE_TIMEOUT = aiohttp.ClientTimeout(total=30)
 
 
@@ -48,6 +52,9 @@ class LlamaCppEngine(EngineAdapter):
             module="llama_cpp.server",
             install_hint="run scripts/install.sh (builds llama-cpp-python[server])",
         )
+        if spec.command is None:
+            # llama-cpp-python has no middleware hook: the guard wraps its uvicorn.run.
+            command = [*command[:-1], GUARD_MODULE, command[-1]]
         threads = str(os.cpu_count() or 1)
         fallback = [] if planned else ["--n_ctx", str(spec.context or DEFAULT_CONTEXT)]
         head = [
@@ -62,12 +69,17 @@ class LlamaCppEngine(EngineAdapter):
             # arrives: behind a shared gateway, requests must queue instead.
             "--interrupt_requests", "False",
         ]  # fmt: skip
-        return finish_launch(spec, source, head, planned, "/v1/models", fallback)
+        # /v1/models waits for the model lock while a stream is generated; the
+        # OpenAPI document is served by the server's loop alone: a liveness signal.
+        return finish_launch(spec, source, head, planned, "/v1/models", fallback, "/openapi.json")
 
     def memory(
         self, facts: ModelFacts, spec: ModelSpec, machine: MachineProfile, free_at_start: int
     ) -> MemoryEstimate:
         return llamacpp_memory(facts, spec, machine)
+
+    def kv_tokens_from_log(self, text: str) -> int | None:
+        return last_match(_KV_LINE, text)
 
     async def count_prompt_tokens(
         self,

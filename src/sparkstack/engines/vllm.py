@@ -5,10 +5,18 @@ console script looks up the wrong distribution name), its memory model is in ``v
 from __future__ import annotations
 
 import json
+import re
 
 import aiohttp
 
-from sparkstack.engines.base import EngineAdapter, LaunchSpec, MemoryEstimate, finish_launch
+from sparkstack.engines.base import (
+    GUARD_MODULE,
+    EngineAdapter,
+    LaunchSpec,
+    MemoryEstimate,
+    finish_launch,
+    last_match,
+)
 from sparkstack.engines.registry import register_engine
 from sparkstack.engines.vllm_memory import vllm_memory
 from sparkstack.errors import EngineError
@@ -17,6 +25,8 @@ from sparkstack.modelfacts.facts import ModelFacts
 from sparkstack.settings import Settings
 from sparkstack.stack.schema import ModelSpec
 from sparkstack.stack.sources import resolve_model_source
+
+_KV_LINE = re.compile(r"KV cache size: ([\d,]+) tokens")
 
 
 @register_engine
@@ -52,9 +62,23 @@ class VllmEngine(EngineAdapter):
             "--host", "127.0.0.1",
             "--port", str(port),
         ]  # fmt: skip
+        if spec.command is None:
+            # vLLM's own key covers only /v1...; the guard covers every path.
+            head += ["--middleware", f"{GUARD_MODULE}.RequireKey"]
         return finish_launch(spec, source, head, planned, "/health")
 
     supports_sleep = True
+
+    def can_sleep(self, planned: MemoryEstimate | None) -> bool:
+        return planned is not None and "--enable-sleep-mode" in planned.engine_args
+
+    def sleep_level(self, unified: bool) -> int:
+        """Level 1 keeps the weights in host memory: on a unified-memory machine that
+        is the same pool and frees only the KV cache, so sleep there is level 2."""
+        return 2 if unified else 1
+
+    def kv_tokens_from_log(self, text: str) -> int | None:
+        return last_match(_KV_LINE, text)
 
     async def sleep(
         self, session: aiohttp.ClientSession, base_url: str, level: int, api_key: str | None
