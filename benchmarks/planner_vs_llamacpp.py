@@ -87,10 +87,39 @@ def measure(ggufs: dict[str, Path]) -> dict[str, dict[int, str]]:
     return logs
 
 
+def compare(run: dict[str, Any], gguf: Path) -> None:
+    """The plan beside llama.cpp's report for one run."""
+    for key in ("plan_error", "plan_kv_tokens", "plan_kv_mib", "plan_weight_bytes"):
+        run.pop(key, None)
+    try:
+        run.update(plan_for(gguf, run["context"]))
+    except Exception as exc:  # noqa: BLE001  (a planner refusal is a result)
+        run["plan_error"] = f"{type(exc).__name__}: {exc}"
+    # llama.cpp prints each buffer (non-SWA, SWA) rounded to 0.01 MiB.
+    tolerance = 0.005 * len(run["kv_lines"]) + 1e-9
+    run["kv_exact"] = (
+        run.get("plan_kv_tokens") == run["engine_kv_cells"]
+        and run["engine_kv_mib"] is not None
+        and abs(run.get("plan_kv_mib", -1) - run["engine_kv_mib"]) <= tolerance
+    )
+
+
+def replan() -> None:
+    data = json.loads(RESULTS.read_text())
+    for name, entry in data["architectures"].items():
+        for run in entry.get("runs", []):
+            compare(run, zoo_folder(name) / entry["gguf"])
+    RESULTS.write_text(json.dumps(data, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sdist", type=Path, required=True)
+    parser.add_argument("--replan", action="store_true", help="recompute plans only")
     args = parser.parse_args()
+    if args.replan:
+        replan()
+        return
     entries: dict[str, Any] = {}
     ggufs: dict[str, Path] = {}
     for name in ZOO:
@@ -116,17 +145,7 @@ def main() -> None:
                 "load_line": weights.group(0) if weights else None,
                 "refused": next((ln for ln in log.splitlines() if "PROBE-ERROR" in ln), None),
             }
-            try:
-                run.update(plan_for(gguf, n_ctx))
-            except Exception as exc:  # noqa: BLE001  (a planner refusal is a result)
-                run["plan_error"] = f"{type(exc).__name__}: {exc}"
-            # llama.cpp prints each buffer (non-SWA, SWA) rounded to 0.01 MiB.
-            tolerance = 0.005 * len(kv) + 1e-9
-            run["kv_exact"] = (
-                run.get("plan_kv_tokens") == run["engine_kv_cells"]
-                and run["engine_kv_mib"] is not None
-                and abs(run.get("plan_kv_mib", -1) - run["engine_kv_mib"]) <= tolerance
-            )
+            compare(run, gguf)
             if not kv:
                 run["log_tail"] = [ln for ln in log.splitlines() if ln.strip()][-6:]
             runs.append(run)
