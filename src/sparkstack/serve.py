@@ -19,7 +19,7 @@ from sparkstack.errors import SupervisorError
 from sparkstack.gateway import build_app
 from sparkstack.gateway.keys import KeyIndex, KeyStore
 from sparkstack.gateway.metrics import GatewayMetrics
-from sparkstack.planner.machine import probe
+from sparkstack.machine import probe
 from sparkstack.planner.plan import StackPlan
 from sparkstack.settings import Settings
 from sparkstack.stack.schema import Stack

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from sparkstack.bench.records import RequestRecord, read_requests_csv
-from sparkstack.planner.machine import GIB
+from sparkstack.machine import GIB
 from sparkstack.planner.plan import build_plan
 from sparkstack.stack import load_stack
 from tests.support import UpProcess, bench_cli, serving, smollm2_hf_folder
