@@ -26,6 +26,7 @@ from sparkstack.supervisor import ModelRuntime, Supervisor
 from sparkstack.supervisor.process import pid_alive
 from sparkstack.supervisor.run_file import RunFile
 from sparkstack.supervisor.watchdog import MemoryWatchdog, sampler_for
+from sparkstack.telemetry.hub import Telemetry
 
 log = logging.getLogger("sparkstack")
 
@@ -85,19 +86,28 @@ async def serve(stack: Stack, settings: Settings, plan: StackPlan | None = None)
         connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
     ) as session:
 
+        telemetry: Telemetry | None = None
+
         def record(runtime: ModelRuntime) -> None:
             metrics.event(runtime.name, runtime.state.value)
+            if telemetry is not None:
+                telemetry.state_changed(runtime)
             if runtime.pid is not None:
                 run_file.engines[runtime.name] = runtime.pid
             run_file.write(settings.run_file)
 
+        def on_event(runtime: ModelRuntime, event: str) -> None:
+            metrics.event(runtime.name, event)
+            if telemetry is not None:
+                telemetry.event(runtime, event)
+
         supervisor = Supervisor(
-            stack, settings, session, on_change=record, plan=plan,
-            on_event=lambda runtime, event: metrics.event(runtime.name, event),
-        )  # fmt: skip
+            stack, settings, session, on_change=record, plan=plan, on_event=on_event
+        )
+        telemetry = Telemetry(supervisor.models, plan=plan, held=supervisor.held_bytes)
         app = build_app(
             supervisor.models, session, stack.gateway, keys, metrics, supervisor.wake,
-            supervisor.control,
+            supervisor.control, telemetry,
         )  # fmt: skip
         runner = await start_gateway(app, host, port)
         run_file.write(settings.run_file)
@@ -112,6 +122,7 @@ async def serve(stack: Stack, settings: Settings, plan: StackPlan | None = None)
                 memory_available_bytes=available, memory_floor_bytes=floor
             ),
         )
+        telemetry.watchdog = watchdog
         guard = asyncio.create_task(watchdog.run())
         try:
             await stop.wait()

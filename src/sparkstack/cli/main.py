@@ -330,6 +330,11 @@ def keys_revoke(id_or_name: str) -> None:
 
 def main() -> None:
     from sparkstack.cli.bench import bench
+    from sparkstack.cli.export import export
+    from sparkstack.cli.watch import footprints, top
 
     cli.add_command(bench)
+    cli.add_command(export)
+    cli.add_command(top)
+    cli.add_command(footprints)
     cli()
