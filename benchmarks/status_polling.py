@@ -56,8 +56,12 @@ def create_keys(env: dict[str, str]) -> tuple[str, str]:
     def create(*args: str) -> str:
         return subprocess.run(
             [sys.executable, "-m", "sparkstack", "keys", "create", *args, "--quiet"],
-            capture_output=True, text=True, env=env, cwd=REPO, check=True,
-        ).stdout.strip()  # fmt: skip
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            check=True,
+        ).stdout.strip()
 
     return create("bench"), create("ops", "--admin")
 
@@ -72,24 +76,49 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sparkstack-status-bench-"))
     upstream, gateway = free_port(), free_port()
-    env = {**os.environ, "SPARKSTACK_STATE_DIR": str(tmp / "state"),
-           "SPARKSTACK_CONFIG_DIR": str(tmp / "config"), "PYTHONPATH": str(REPO)}  # fmt: skip
+    env = {
+        **os.environ,
+        "SPARKSTACK_STATE_DIR": str(tmp / "state"),
+        "SPARKSTACK_CONFIG_DIR": str(tmp / "config"),
+        "PYTHONPATH": str(REPO),
+    }
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.stubs.fast_upstream", str(upstream), str(CHUNKS)],
-            cwd=REPO, env=env,
-        ))  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.stubs.fast_upstream",
+                    str(upstream),
+                    str(CHUNKS),
+                ],
+                cwd=REPO,
+                env=env,
+            )
+        )
         key, admin = create_keys(env)
         stack = tmp / "stack.yaml"
         stack.write_text(
             f"models:\n  stub:\n    engine: external\n    url: http://127.0.0.1:{upstream}\n"
         )
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "sparkstack", "up", str(stack), "--listen",
-             f"127.0.0.1:{gateway}"], cwd=REPO, env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "sparkstack",
+                    "up",
+                    str(stack),
+                    "--listen",
+                    f"127.0.0.1:{gateway}",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         base = f"http://127.0.0.1:{gateway}"
         wait_http(f"http://127.0.0.1:{upstream}/v1/models")
         wait_http(base + "/health")
@@ -104,6 +133,7 @@ def main() -> None:
                 seen: list[float] = []
                 watcher = None
                 if condition == "with":
+
                     def run_watchers(out: list[float] = seen, flag: threading.Event = stop) -> None:
                         out.extend(asyncio.run(watch(base, admin, args.watchers, flag)))
 
@@ -116,10 +146,14 @@ def main() -> None:
                     watcher.join()
                     status_ms += seen
                 runs[condition].append(result["rps"])
-                extra = (f"  status p50 {statistics.median(seen):.2f} ms ({len(seen)})"
-                         if seen else "")  # fmt: skip
-                print(f"round {round_index + 1} {condition:7} {result['rps']:9.1f} req/s  "
-                      f"errors {result['errors']}{extra}", flush=True)  # fmt: skip
+                extra = (
+                    f"  status p50 {statistics.median(seen):.2f} ms ({len(seen)})" if seen else ""
+                )
+                print(
+                    f"round {round_index + 1} {condition:7} {result['rps']:9.1f} req/s  "
+                    f"errors {result['errors']}{extra}",
+                    flush=True,
+                )
         without = statistics.median(runs["without"])
         with_watchers = statistics.median(runs["with"])
         status_ms.sort()
@@ -133,8 +167,11 @@ def main() -> None:
         }
         report = {
             "machine": {"cpus": os.cpu_count()},
-            "load": {"concurrency": args.concurrency, "streamed": True,
-                     "chunks_per_stream": CHUNKS},  # fmt: skip
+            "load": {
+                "concurrency": args.concurrency,
+                "streamed": True,
+                "chunks_per_stream": CHUNKS,
+            },
             "watchers": args.watchers,
             "seconds_per_run": args.seconds,
             "rounds": args.rounds,

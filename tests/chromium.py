@@ -50,32 +50,53 @@ class Page:
         await self.send("Page.navigate", url=url)
         await self.wait_for("document.readyState === 'complete'")
 
-    async def wait_for(self, expression: str, timeout: float = 15.0, period: float = 0.05) -> float:
+    async def wait_for(self, expression: str, within: float = 15.0, period: float = 0.05) -> float:
         """Seconds until ``expression`` is truthy."""
         started = time.monotonic()
         while True:
             if await self.evaluate(expression):
                 return time.monotonic() - started
-            if time.monotonic() - started > timeout:
-                raise AssertionError(f"not true after {timeout}s: {expression}")
+            if time.monotonic() - started > within:
+                raise AssertionError(f"not true after {within}s: {expression}")
             await asyncio.sleep(period)
 
     async def screenshot(self, path: Path) -> None:
         data = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(data["data"]))
+        await asyncio.to_thread(_write, path, base64.b64decode(data["data"]))
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def launch(profile: Path, width: int, height: int) -> subprocess.Popen[bytes]:
+    binary = shutil.which("chromium")
+    assert binary, "Debian's chromium is not installed (scripts/install.sh --dev)"
+    return subprocess.Popen(
+        [
+            binary,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-extensions",
+            "--remote-debugging-port=0",
+            "--remote-debugging-address=127.0.0.1",
+            f"--user-data-dir={profile}",
+            f"--window-size={width},{height}",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 @asynccontextmanager
-async def chromium_page(profile: Path, width: int = 1400, height: int = 1000) -> AsyncIterator[Page]:
-    binary = shutil.which("chromium")
-    assert binary, "Debian's chromium is not installed (scripts/install.sh --dev)"
-    proc = subprocess.Popen(
-        [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-extensions", "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
-         f"--user-data-dir={profile}", f"--window-size={width},{height}", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+async def chromium_page(
+    profile: Path, width: int = 1400, height: int = 1000
+) -> AsyncIterator[Page]:
+    proc = launch(profile, width, height)
     try:
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 30

@@ -85,7 +85,6 @@ async def serve(stack: Stack, settings: Settings, plan: StackPlan | None = None)
     async with aiohttp.ClientSession(
         connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
     ) as session:
-
         telemetry: Telemetry | None = None
 
         def record(runtime: ModelRuntime) -> None:

@@ -23,6 +23,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
@@ -75,13 +76,27 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedStack]:
     for args in (["ops", "--admin"], ["app"]):
         result = subprocess.run(
             [sys.executable, "-m", "sparkstack", "keys", "create", *args, "--quiet"],
-            env={**os.environ, **env_keys}, capture_output=True, text=True,
+            env={**os.environ, **env_keys},
+            capture_output=True,
+            text=True,
             check=True,
-        )  # fmt: skip
+        )
         created.append(result.stdout.strip())
     with serving(stack_file, state, timeout=600) as up:
         up.env["SPARKSTACK_ADMIN_KEY"] = created[0]
         yield KeyedStack(up, created[0], created[1])
+
+
+def refused_message(url: str, key: str) -> str:
+    """The gateway's own error message for ``key``."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    return str(json.load(refused.value)["error"]["message"])
+
+
+UNLOAD_SMOL = "document.querySelector('button[data-action=unload][data-model=smol]').click(); true"
+LOAD_SMOL = "document.querySelector('button[data-action=load][data-model=smol]').click(); true"
 
 
 async def use_key(page: Page, key: str) -> None:
@@ -112,36 +127,27 @@ async def test_dashboard_in_chromium(stack: KeyedStack, tmp_path: Path) -> None:
         await page.screenshot(ARTIFACTS / "dashboard.png")
 
         try:
-            await page.evaluate(
-                "document.querySelector('button[data-action=unload][data-model=smol]').click(); true"
-            )
-            took = await page.wait_for(f"{card_state('smol')} !== 'ready'", timeout=5)
+            await page.evaluate(UNLOAD_SMOL)
+            took = await page.wait_for(f"{card_state('smol')} !== 'ready'", within=5)
             assert took < 2.0, f"the page showed the unload after {took:.2f}s"
-            await page.wait_for(f"{card_state('smol')} === 'stopped'", timeout=30)
+            await page.wait_for(f"{card_state('smol')} === 'stopped'", within=30)
             segments = await page.evaluate(
                 "[...document.querySelectorAll('#memory .seg.model')].map(s => s.dataset.model)"
             )
             assert segments == ["smolhf"]
-            await page.evaluate(
-                "document.querySelector('button[data-action=load][data-model=smol]').click(); true"
-            )
-            await page.wait_for(f"{card_state('smol')} === 'ready'", timeout=60)
+            await page.evaluate(LOAD_SMOL)
+            await page.wait_for(f"{card_state('smol')} === 'ready'", within=60)
         finally:
             if stack.state("smol") != "ready":
                 stack.admin("smol", "load")
 
         # a wrong admin key: the gateway's own message, and nothing changes
-        request = urllib.request.Request(
-            stack.up.url + "/admin/status", headers={"Authorization": "Bearer sk-ss-wrong"}
-        )
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(request, timeout=10)
-        message = json.load(refused.value)["error"]["message"]
+        message = refused_message(stack.up.url + "/admin/status", "sk-ss-wrong")
         await use_key(page, "sk-ss-wrong")
-        await page.wait_for(f"document.getElementById('error').textContent === {json.dumps(message)}")
-        await page.evaluate(
-            "document.querySelector('button[data-action=unload][data-model=smol]').click(); true"
+        await page.wait_for(
+            f"document.getElementById('error').textContent === {json.dumps(message)}"
         )
+        await page.evaluate(UNLOAD_SMOL)
         await asyncio.sleep(1.5)
         assert await page.evaluate("document.getElementById('error').textContent") == message
         assert not await page.evaluate("document.getElementById('error').hidden")
@@ -157,16 +163,60 @@ async def chat_traffic(url: str, key: str, seconds: float) -> int:
     async def user(client: aiohttp.ClientSession, model: str) -> None:
         nonlocal done
         while time.monotonic() < deadline:
-            body = {"model": model, "max_tokens": 16, "stream": True,
-                    "messages": [{"role": "user", "content": "Count to ten."}]}  # fmt: skip
-            async with client.post(url + "/v1/chat/completions", json=body,
-                                   headers={"Authorization": f"Bearer {key}"}) as r:  # fmt: skip
+            body = {
+                "model": model,
+                "max_tokens": 16,
+                "stream": True,
+                "messages": [{"role": "user", "content": "Count to ten."}],
+            }
+            async with client.post(
+                url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+            ) as r:
                 await r.read()
                 done += r.status == 200  # the unload below fails the odd request: fine
 
     async with aiohttp.ClientSession() as client:
         await asyncio.gather(user(client, "smol"), user(client, "smolhf"))
     return done
+
+
+@contextmanager
+def prometheus_server(config: Path, folder: Path) -> Iterator[str]:
+    """Debian's Prometheus on a free loopback port with its storage in ``folder``."""
+    binary = shutil.which("prometheus")
+    assert binary, "Debian's prometheus is not installed (scripts/install.sh --dev)"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = folder / "prometheus.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={folder / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                get_json(base + "/-/ready")
+                break
+            except (urllib.error.URLError, OSError, ValueError):
+                assert proc.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, "prometheus did not start"
+                time.sleep(0.5)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def prometheus_query(base: str, expr: str) -> list[dict[str, object]]:
@@ -181,13 +231,19 @@ def prometheus_query(base: str, expr: str) -> list[dict[str, object]]:
 async def test_prometheus_scrapes_and_every_grafana_expression_has_data(
     stack: KeyedStack, tmp_path: Path
 ) -> None:
-    binary = shutil.which("prometheus")
-    assert binary, "Debian's prometheus is not installed (scripts/install.sh --dev)"
     config = tmp_path / "prometheus.yml"
     exported = stack.up.sparkstack(
-        "export", "prometheus", "--url", stack.up.url, "--key", stack.user, "--interval", "1s",
-        "--out", str(config),
-    )  # fmt: skip
+        "export",
+        "prometheus",
+        "--url",
+        stack.up.url,
+        "--key",
+        stack.user,
+        "--interval",
+        "1s",
+        "--out",
+        str(config),
+    )
     assert exported.returncode == 0, exported.stderr
     grafana = stack.up.sparkstack("export", "grafana")
     assert grafana.returncode == 0
@@ -196,45 +252,22 @@ async def test_prometheus_scrapes_and_every_grafana_expression_has_data(
     exprs.append(board["annotations"]["list"][0]["expr"])
     assert exprs == expressions()
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                get_json(base + "/-/ready")
-                break
-            except (urllib.error.URLError, OSError, ValueError):
-                assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()
-                assert time.monotonic() < deadline, "prometheus did not start"
-                await asyncio.sleep(0.5)
-        traffic = asyncio.create_task(chat_traffic(stack.up.url, stack.user, 40))
-        await asyncio.sleep(15)
-        stack.admin("smol", "unload")  # lifecycle events for the annotations
-        stack.admin("smol", "load")
-        assert await traffic > 10
-        targets = get_json(base + "/api/v1/targets")["data"]["activeTargets"]  # type: ignore[index]
-        assert [t["health"] for t in targets] == ["up"], targets
-        empty = []
-        for expr in expressions():
-            result = prometheus_query(base, expr)
-            values = [float(r["value"][1]) for r in result]  # type: ignore[index]
-            if not values or all(math.isnan(v) for v in values):
-                empty.append(expr)
-        assert empty == [], f"no data for: {empty}"
-    finally:
-        proc.terminate()
+    with prometheus_server(config, tmp_path) as base:
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        if stack.state("smol") != "ready":
-            stack.admin("smol", "load")
+            traffic = asyncio.create_task(chat_traffic(stack.up.url, stack.user, 40))
+            await asyncio.sleep(15)
+            await asyncio.to_thread(stack.admin, "smol", "unload")  # events: annotations
+            await asyncio.to_thread(stack.admin, "smol", "load")
+            assert await traffic > 10
+            targets = get_json(base + "/api/v1/targets")["data"]
+            assert [t["health"] for t in targets["activeTargets"]] == ["up"], targets  # type: ignore[index]
+            empty = []
+            for expr in expressions():
+                result = prometheus_query(base, expr)
+                values = [float(r["value"][1]) for r in result]  # type: ignore[index]
+                if not values or all(math.isnan(v) for v in values):
+                    empty.append(expr)
+            assert empty == [], f"no data for: {empty}"
+        finally:
+            if stack.state("smol") != "ready":
+                stack.admin("smol", "load")

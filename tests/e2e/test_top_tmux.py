@@ -25,14 +25,21 @@ SESSION = f"sparkstack-top-{os.getpid()}"
 
 
 def start_on(stack_file: Path, state_dir: Path, port: int) -> UpProcess:
-    env = {**os.environ, "SPARKSTACK_STATE_DIR": str(state_dir),
-           "SPARKSTACK_CONFIG_DIR": str(state_dir / "config"), "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    env = {
+        **os.environ,
+        "SPARKSTACK_STATE_DIR": str(state_dir),
+        "SPARKSTACK_CONFIG_DIR": str(state_dir / "config"),
+        "PYTHONUNBUFFERED": "1",
+    }
     log_path = state_dir / f"up-{time.monotonic_ns()}.out"
     with log_path.open("wb") as out:
         proc = subprocess.Popen(
             [*SPARKSTACK, "up", str(stack_file), "--listen", f"127.0.0.1:{port}"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-        )  # fmt: skip
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
     up = UpProcess(proc, f"http://127.0.0.1:{port}", env, state_dir, log_path)
     up.wait_ready(timeout=120)
     return up
@@ -74,9 +81,12 @@ def keyed(tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
     state = tmp_path / "state"
     state.mkdir()
     key = subprocess.run(
-        [*SPARKSTACK, "keys", "create", "ops", "--admin", "--quiet"], capture_output=True,
-        text=True, check=True, env={**os.environ, "SPARKSTACK_CONFIG_DIR": str(state / "config")},
-    ).stdout.strip()  # fmt: skip
+        [*SPARKSTACK, "keys", "create", "ops", "--admin", "--quiet"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "SPARKSTACK_CONFIG_DIR": str(state / "config")},
+    ).stdout.strip()
     yield stack_file, state, key
     subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
 
@@ -86,15 +96,20 @@ def test_top_in_tmux_survives_a_gateway_restart(keyed: tuple[Path, Path, str]) -
     port = free_port()
     up = start_on(stack_file, state, port)
     try:
-        wrong = subprocess.run([*SPARKSTACK, "top", up.url, "--key", "sk-ss-wrong"],
-                               capture_output=True, text=True, timeout=30)  # fmt: skip
+        wrong = subprocess.run(
+            [*SPARKSTACK, "top", up.url, "--key", "sk-ss-wrong"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert wrong.returncode == 1 and len(wrong.stderr.strip().splitlines()) == 1
         assert "refused the key" in wrong.stderr and "HTTP 401" in wrong.stderr
 
         command = f"{sys.executable} -m sparkstack top {up.url} --key {key}"
         tmux("new-session", "-d", "-s", SESSION, "-x", "200", "-y", "50", command)
-        first = wait_screen(lambda s: "smol" in s and "second" in s and s.count("ready") >= 2,
-                            "both models ready")  # fmt: skip
+        first = wait_screen(
+            lambda s: "smol" in s and "second" in s and s.count("ready") >= 2, "both models ready"
+        )
         assert "█" in first and "host reserve" in first and "free" in first
         assert "unreachable" not in first
 
@@ -103,8 +118,9 @@ def test_top_in_tmux_survives_a_gateway_restart(keyed: tuple[Path, Path, str]) -
         assert "smol" in down and "second" in down and "█" in down  # the last picture
 
         up = start_on(stack_file, state, port)
-        back = wait_screen(lambda s: "unreachable" not in s and s.count("ready") >= 2,
-                           "the recovered picture")  # fmt: skip
+        back = wait_screen(
+            lambda s: "unreachable" not in s and s.count("ready") >= 2, "the recovered picture"
+        )
         assert "smol" in back and "host reserve" in back
 
         tmux("send-keys", "-t", SESSION, "j")  # select `second`

@@ -48,21 +48,37 @@ async def test_status_document_events_and_dashboard(
     auth = {"Authorization": f"Bearer {admin}"}
     async with aiohttp.ClientSession() as client:
         for _ in range(5):
-            async with client.post(url + "/v1/chat/completions", json=CHAT,
-                                   headers={"Authorization": f"Bearer {user}"}) as r:  # fmt: skip
+            async with client.post(
+                url + "/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {user}"}
+            ) as r:
                 assert r.status == 200
         await asyncio.sleep(1.2)  # one more telemetry sample
         async with client.get(url + "/admin/status", headers=auth) as r:
             assert r.status == 200
             doc = await r.json()
         assert doc["schema_version"] == "sparkstack.status/v1"
-        assert set(doc["machine"]) >= {"total_bytes", "available_bytes", "host_reserve_bytes",
-                                       "unified", "watchdog"}  # fmt: skip
+        assert set(doc["machine"]) >= {
+            "total_bytes",
+            "available_bytes",
+            "host_reserve_bytes",
+            "unified",
+            "watchdog",
+        }
         stub = next(m for m in doc["models"] if m["name"] == "stub")
         assert stub["runtime"] == "external" and stub["state"] == "ready"
         assert stub["requests_total"] == 5 and stub["requests_per_s"] > 0
-        for field in ("kv_cache_usage", "prompt_tok_s", "ttft_p50_ms", "itl_p95_ms", "pid",
-                      "planned_bytes", "measured_bytes", "running", "waiting", "last_events"):  # fmt: skip
+        for field in (
+            "kv_cache_usage",
+            "prompt_tok_s",
+            "ttft_p50_ms",
+            "itl_p95_ms",
+            "pid",
+            "planned_bytes",
+            "measured_bytes",
+            "running",
+            "waiting",
+            "last_events",
+        ):
             assert field in stub
 
         for key, status in ((None, 401), ("sk-ss-wrong", 401), (user, 403)):
@@ -102,8 +118,11 @@ def test_top_says_in_one_line_what_is_wrong(
     def top(url: str, key: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "sparkstack", "top", url, "--key", key],
-            capture_output=True, text=True, timeout=30, cwd=tmp_path,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=tmp_path,
+        )
 
     with http_server(NotAGateway) as port:
         result = top(f"http://127.0.0.1:{port}", "sk-ss-any")
@@ -113,8 +132,14 @@ def test_top_says_in_one_line_what_is_wrong(
 
     class RefusingGateway(QuietHandler):
         def do_GET(self) -> None:
-            body = {"error": {"message": "Incorrect API key provided.", "type":
-                              "invalid_request_error", "param": None, "code": "invalid_api_key"}}  # fmt: skip
+            body = {
+                "error": {
+                    "message": "Incorrect API key provided.",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "invalid_api_key",
+                }
+            }
             self.send_body(401, json.dumps(body).encode())
 
     with http_server(RefusingGateway) as port:

@@ -33,12 +33,22 @@ def test_quantile_interpolates_inside_the_bucket_as_prometheus() -> None:
 
 def test_minute_figures_are_differences_over_the_last_minute() -> None:
     window = Window()
-    old = ModelCounters(requests=100, errors=1, ttft=Buckets(BOUNDS, (50, 0, 0, 0)),
-                        generation_tokens=1000.0, prompt_tokens=500.0)  # fmt: skip
+    old = ModelCounters(
+        requests=100,
+        errors=1,
+        ttft=Buckets(BOUNDS, (50, 0, 0, 0)),
+        generation_tokens=1000.0,
+        prompt_tokens=500.0,
+    )
     window.add(Sample(at=0.0, models={"m": ModelCounters()}))  # older than the window
     window.add(Sample(at=40.0, models={"m": old}))
-    new = ModelCounters(requests=130, errors=3, ttft=Buckets(BOUNDS, (50, 20, 0, 0)),
-                        generation_tokens=1600.0, prompt_tokens=800.0)  # fmt: skip
+    new = ModelCounters(
+        requests=130,
+        errors=3,
+        ttft=Buckets(BOUNDS, (50, 20, 0, 0)),
+        generation_tokens=1600.0,
+        prompt_tokens=800.0,
+    )
     window.add(Sample(at=70.0, models={"m": new}))
     minute = window.minute("m")
     assert minute is not None
@@ -114,9 +124,15 @@ def test_prometheus_config_scrapes_metrics_with_the_key() -> None:
 def test_grafana_dashboard_covers_the_issue_list() -> None:
     board = dashboard()
     titles = {p["title"] for p in board["panels"]}  # type: ignore[attr-defined]
-    assert {"Memory picture", "Requests/s", "Time to first token (engine)",
-            "Inter-token latency (engine)", "Tokens/s", "KV-cache usage",
-            "Queue depth"} <= titles  # fmt: skip
+    assert {
+        "Memory picture",
+        "Requests/s",
+        "Time to first token (engine)",
+        "Inter-token latency (engine)",
+        "Tokens/s",
+        "KV-cache usage",
+        "Queue depth",
+    } <= titles
     assert "sparkstack_model_events_total" in board["annotations"]["list"][0]["expr"]  # type: ignore[index]
     assert len(expressions()) == len(set(expressions()))
 
@@ -125,9 +141,18 @@ def test_footprints_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "footprints.csv"
     with pytest.raises(TelemetryError, match="no footprints recorded yet"):
         read_footprints(path)
-    row = Footprint(time="2026-11-23T10:00:00", model="smol", engine="llamacpp",
-                    planned_total_bytes=2**30, planned_kv_tokens=2048, engine_kv_tokens=2048,
-                    rss_bytes=2**29, gpu_bytes=None, ready_seconds=0.61, warmup_seconds=0.05)  # fmt: skip
+    row = Footprint(
+        time="2026-11-23T10:00:00",
+        model="smol",
+        engine="llamacpp",
+        planned_total_bytes=2**30,
+        planned_kv_tokens=2048,
+        engine_kv_tokens=2048,
+        rss_bytes=2**29,
+        gpu_bytes=None,
+        ready_seconds=0.61,
+        warmup_seconds=0.05,
+    )
     append_footprint(path, row)
     append_footprint(path, Footprint(**{**row.__dict__, "model": "other"}))
     assert read_footprints(path, "smol") == [row]

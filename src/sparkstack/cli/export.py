@@ -36,18 +36,25 @@ def _gateway_url() -> str:
 
 
 @export.command("prometheus")
-@click.option("--url", help="The gateway's URL [default: the running stack's, or "
-              "http://127.0.0.1:8080].")  # fmt: skip
-@click.option("--key", help="API key Prometheus sends [default: $SPARKSTACK_API_KEY, then "
-              "$SPARKSTACK_ADMIN_KEY].")  # fmt: skip
+@click.option(
+    "--url", help="The gateway's URL [default: the running stack's, or http://127.0.0.1:8080]."
+)
+@click.option(
+    "--key",
+    help="API key Prometheus sends [default: $SPARKSTACK_API_KEY, then $SPARKSTACK_ADMIN_KEY].",
+)
 @click.option("--key-file", help="Have Prometheus read the key from this file instead.")
 @click.option("--job", default="sparkstack", show_default=True)
 @click.option("--interval", default="5s", show_default=True, help="Scrape interval.")
 @click.option("--out", type=click.Path(path_type=Path), help="Write here (mode 0600).")
 def export_prometheus(
-    url: str | None, key: str | None, key_file: str | None, job: str, interval: str,
+    url: str | None,
+    key: str | None,
+    key_file: str | None,
+    job: str,
+    interval: str,
     out: Path | None,
-) -> None:  # fmt: skip
+) -> None:
     """A Prometheus scrape config for the gateway's /metrics, with the key."""
     from sparkstack.telemetry.prometheus_config import scrape_config
 

@@ -91,6 +91,55 @@ async def engine_metrics(
     return lines
 
 
+def add_telemetry(
+    app: web.Application,
+    telemetry: Telemetry,
+    auth: Authorizer,
+    metrics: GatewayMetrics,
+    session: aiohttp.ClientSession,
+) -> None:
+    """The sampler's lifetime, the event stream and the dashboard's files."""
+    app[TELEMETRY_KEY] = telemetry
+    telemetry.gateway = lambda: gateway_counters(metrics)
+
+    async def start_telemetry(app: web.Application) -> None:
+        telemetry.start(session)
+
+    async def end_streams(app: web.Application) -> None:
+        telemetry.events.close()
+
+    async def stop_telemetry(app: web.Application) -> None:
+        await telemetry.stop()
+
+    app.on_startup.append(start_telemetry)
+    app.on_shutdown.append(end_streams)
+    app.on_cleanup.append(stop_telemetry)
+
+    async def admin_events(request: web.Request) -> web.StreamResponse:
+        auth.check(request, admin=True)
+        telemetry.watched()
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        try:
+            await stream_events(telemetry.events, response.write)
+        except ConnectionResetError:
+            pass
+        return response
+
+    async def dashboard(request: web.Request) -> web.StreamResponse:
+        found = asset(request.match_info.get("asset") or "index.html")
+        if found is None:
+            return await not_found(request)
+        body, content_type = found
+        return web.Response(body=body, content_type=content_type)
+
+    app.router.add_get("/admin/events", openai_errors(admin_events))
+    app.router.add_get("/ui", dashboard)
+    app.router.add_get("/ui/{asset}", dashboard)
+
+
 def build_app(
     models: dict[str, ModelRuntime],
     session: aiohttp.ClientSession,
@@ -112,22 +161,12 @@ def build_app(
     )
     app = web.Application(client_max_size=max_body)
     app[METRICS_KEY] = metrics
-    app[TELEMETRY_KEY] = telemetry
-    telemetry.gateway = lambda: gateway_counters(metrics)
-
-    async def start_telemetry(app: web.Application) -> None:
-        telemetry.start(session)
-
-    async def end_streams(app: web.Application) -> None:
-        telemetry.events.close()
 
     async def close_pool(app: web.Application) -> None:
-        await telemetry.stop()
         await forwarder.pool.close()
 
-    app.on_startup.append(start_telemetry)
-    app.on_shutdown.append(end_streams)
     app.on_cleanup.append(close_pool)
+    add_telemetry(app, telemetry, auth, metrics, session)
 
     async def list_models(request: web.Request) -> web.Response:
         key = auth.check(request)
@@ -152,26 +191,6 @@ def build_app(
         auth.check(request, admin=True)
         return web.Response(body=telemetry.document_bytes(), content_type="application/json")
 
-    async def admin_events(request: web.Request) -> web.StreamResponse:
-        auth.check(request, admin=True)
-        telemetry.watched()
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        await response.prepare(request)
-        try:
-            await stream_events(telemetry.events, response.write)
-        except ConnectionResetError:
-            pass
-        return response
-
-    async def dashboard(request: web.Request) -> web.StreamResponse:
-        found = asset(request.match_info.get("asset") or "index.html")
-        if found is None:
-            return await not_found(request)
-        body, content_type = found
-        return web.Response(body=body, content_type=content_type)
-
     async def prometheus(request: web.Request) -> web.Response:
         auth.check(request)
         telemetry.watched()
@@ -182,9 +201,6 @@ def build_app(
     app.router.add_get("/v1/models", openai_errors(list_models))
     app.router.add_get("/health", health)
     app.router.add_get("/admin/status", openai_errors(admin_status))
-    app.router.add_get("/admin/events", openai_errors(admin_events))
-    app.router.add_get("/ui", dashboard)
-    app.router.add_get("/ui/{asset}", dashboard)
     if admin is not None:
         control = admin
 

@@ -6,8 +6,12 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css",
-                 ".svg": "image/svg+xml"}  # fmt: skip
+CONTENT_TYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+}
 ASSETS = ("index.html", "app.js", "style.css")
 
 

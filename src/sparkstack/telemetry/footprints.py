@@ -13,7 +13,6 @@ from sparkstack.errors import TelemetryError
 from sparkstack.supervisor.footprints import Footprint
 
 
-
 def _int(raw: str | None) -> int | None:
     return int(raw) if raw else None
 
@@ -33,14 +32,17 @@ def read_footprints(path: Path, model: str | None = None) -> list[Footprint]:
         ) from exc
     out = [
         Footprint(
-            time=row["time"], model=row["model"], engine=row["engine"],
+            time=row["time"],
+            model=row["model"],
+            engine=row["engine"],
             planned_total_bytes=_int(row["planned_total_bytes"]) or 0,
             planned_kv_tokens=_int(row["planned_kv_tokens"]) or 0,
             engine_kv_tokens=_int(row.get("engine_kv_tokens")),
-            rss_bytes=_int(row["rss_bytes"]) or 0, gpu_bytes=_int(row.get("gpu_bytes")),
+            rss_bytes=_int(row["rss_bytes"]) or 0,
+            gpu_bytes=_int(row.get("gpu_bytes")),
             ready_seconds=_float(row.get("ready_seconds")),
             warmup_seconds=_float(row.get("warmup_seconds")),
-        )  # fmt: skip
+        )
         for row in rows
     ]
     return [r for r in out if model is None or r.model == model]
@@ -55,9 +57,11 @@ def _num(value: float | int | None, digits: int = 2) -> str:
 
 
 def render_table(rows: list[Footprint]) -> str:
-    header = (f"{'TIME':<19} {'MODEL':<14} {'ENGINE':<9} {'PLANNED GiB':>11} {'RSS GiB':>8} "
-              f"{'GPU GiB':>8} {'RSS/PLAN':>8} {'KV PLAN':>9} {'KV ENGINE':>9} {'READY s':>8} "
-              f"{'WARM-UP s':>9}")  # fmt: skip
+    header = (
+        f"{'TIME':<19} {'MODEL':<14} {'ENGINE':<9} {'PLANNED GiB':>11} {'RSS GiB':>8} "
+        f"{'GPU GiB':>8} {'RSS/PLAN':>8} {'KV PLAN':>9} {'KV ENGINE':>9} {'READY s':>8} "
+        f"{'WARM-UP s':>9}"
+    )
     lines = [header]
     for r in rows:
         ratio = f"{r.rss_bytes / r.planned_total_bytes:.2f}" if r.planned_total_bytes else "-"

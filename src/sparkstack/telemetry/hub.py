@@ -122,9 +122,10 @@ class Telemetry:
 
     async def _scrape_engines(self, session: aiohttp.ClientSession) -> None:
         targets = [
-            rt for rt in self.models.values()
+            rt
+            for rt in self.models.values()
             if rt.state is ModelState.READY and rt.adapter.metrics_path and rt.base_url
-        ]  # fmt: skip
+        ]
 
         async def scrape(runtime: ModelRuntime) -> EngineFigures | None:
             assert runtime.adapter.metrics_path is not None
@@ -132,8 +133,9 @@ class Telemetry:
             try:
                 async with session.get(
                     runtime.base_url + runtime.adapter.metrics_path,
-                    headers=headers, timeout=_SCRAPE_TIMEOUT,
-                ) as response:  # fmt: skip
+                    headers=headers,
+                    timeout=_SCRAPE_TIMEOUT,
+                ) as response:
                     if response.status != 200:
                         return None
                     return parse_engine_text(await response.text())
@@ -259,19 +261,23 @@ class Telemetry:
             "# TYPE sparkstack_model_memory_held_bytes gauge",
         ]
         doc_models = [self._model(rt) for rt in self.models.values()]
-        out += [f'sparkstack_model_memory_held_bytes{{model="{m.name}"}} {m.held_bytes}'
-                for m in doc_models]  # fmt: skip
+        out += [
+            f'sparkstack_model_memory_held_bytes{{model="{m.name}"}} {m.held_bytes}'
+            for m in doc_models
+        ]
         out.append("# TYPE sparkstack_model_memory_measured_bytes gauge")
         out += [
             f'sparkstack_model_memory_measured_bytes{{model="{m.name}"}} {m.measured_bytes}'
-            for m in doc_models if m.measured_bytes is not None
-        ]  # fmt: skip
+            for m in doc_models
+            if m.measured_bytes is not None
+        ]
         out.append("# TYPE sparkstack_model_state gauge")
         out += [
             f'sparkstack_model_state{{model="{m.name}",state="{state.value}"}} '
             f"{int(m.state == state.value)}"
-            for m in doc_models for state in ModelState
-        ]  # fmt: skip
+            for m in doc_models
+            for state in ModelState
+        ]
         machine = self.plan.machine if self.plan else None
         if machine is not None:
             out.append("# TYPE sparkstack_memory_total_bytes gauge")

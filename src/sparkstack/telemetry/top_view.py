@@ -16,8 +16,14 @@ from sparkstack.telemetry.document import StatusDocument
 
 COLORS = ("bright_blue", "yellow", "magenta", "green", "red", "cyan", "bright_white")
 SPARKS = "▁▂▃▄▅▆▇█"
-STATE_STYLE = {"ready": "green", "starting": "yellow", "stopping": "yellow",
-               "sleeping": "blue", "failed": "bold red", "stopped": "dim"}  # fmt: skip
+STATE_STYLE = {
+    "ready": "green",
+    "starting": "yellow",
+    "stopping": "yellow",
+    "sleeping": "blue",
+    "failed": "bold red",
+    "stopped": "dim",
+}
 HELP = "↑/↓ select · l load · u unload · s sleep · w wake · q quit"
 
 
@@ -63,9 +69,11 @@ def memory_bar(doc: StatusDocument, width: int) -> Group:
         available = machine.available_bytes or 0
         reserve = machine.host_reserve_bytes or 0
         other = max(0, machine.total_bytes - available - used)
-        segments += [("other use", other, "grey50"),
-                     ("free", max(0, available - reserve), "grey23"),
-                     ("host reserve", min(reserve, available or reserve), "dark_orange3")]  # fmt: skip
+        segments += [
+            ("other use", other, "grey50"),
+            ("free", max(0, available - reserve), "grey23"),
+            ("host reserve", min(reserve, available or reserve), "dark_orange3"),
+        ]
     total = sum(size for _, size, _ in segments) or 1
     bar, legend = Text(), Text()
     for name, size, color in segments:
@@ -78,21 +86,43 @@ def memory_bar(doc: StatusDocument, width: int) -> Group:
 
 def models_table(doc: StatusDocument, selected: int) -> Table:
     table = Table(expand=True, box=None, header_style="bold", pad_edge=False)
-    for column in ("", "MODEL", "ENGINE", "STATE", "PID", "PLANNED", "MEASURED", "KV",
-                   "RUN/WAIT", "PROMPT t/s", "GEN t/s", "TTFT p50/p95", "ITL p50/p95",
-                   "REQ/s", "ERR"):  # fmt: skip
+    for column in (
+        "",
+        "MODEL",
+        "ENGINE",
+        "STATE",
+        "PID",
+        "PLANNED",
+        "MEASURED",
+        "KV",
+        "RUN/WAIT",
+        "PROMPT t/s",
+        "GEN t/s",
+        "TTFT p50/p95",
+        "ITL p50/p95",
+        "REQ/s",
+        "ERR",
+    ):
         table.add_column(column, no_wrap=True)
     for index, m in enumerate(doc.models):
         kv = "-" if m.kv_cache_usage is None else f"{100 * m.kv_cache_usage:.0f}%"
         table.add_row(
-            "▶" if index == selected else " ", m.name, m.engine,
-            Text(m.state, style=STATE_STYLE.get(m.state, "")), str(m.pid or "-"),
-            gib(m.planned_bytes), gib(m.measured_bytes), kv, f"{m.running}/{m.waiting}",
-            num(m.prompt_tok_s), num(m.generation_tok_s),
+            "▶" if index == selected else " ",
+            m.name,
+            m.engine,
+            Text(m.state, style=STATE_STYLE.get(m.state, "")),
+            str(m.pid or "-"),
+            gib(m.planned_bytes),
+            gib(m.measured_bytes),
+            kv,
+            f"{m.running}/{m.waiting}",
+            num(m.prompt_tok_s),
+            num(m.generation_tok_s),
             f"{num(m.ttft_p50_ms, 0)}/{num(m.ttft_p95_ms, 0)} ms",
             f"{num(m.itl_p50_ms, 0)}/{num(m.itl_p95_ms, 0)} ms",
-            num(m.requests_per_s, 2), str(m.errors_last_minute),
-        )  # fmt: skip
+            num(m.requests_per_s, 2),
+            str(m.errors_last_minute),
+        )
     return table
 
 
@@ -100,14 +130,21 @@ def render(doc: StatusDocument | None, view: View, width: int) -> RenderableType
     head = Text(f"sparkstack top  {view.url}", style="bold")
     if doc is not None:
         m = doc.machine
-        head.append(f"   {m.name or ''} {m.device or ''}{' unified' if m.unified else ''}  "
-                    f"total {gib(m.total_bytes)}  available {gib(m.available_bytes)}  "
-                    f"watchdog {m.watchdog.state}", style="")  # fmt: skip
+        head.append(
+            f"   {m.name or ''} {m.device or ''}{' unified' if m.unified else ''}  "
+            f"total {gib(m.total_bytes)}  available {gib(m.available_bytes)}  "
+            f"watchdog {m.watchdog.state}",
+            style="",
+        )
     parts: list[RenderableType] = [head]
     if view.unreachable_since is not None:
         last = f"; last picture from {clock(doc.time)}" if doc else ""
-        parts.append(Text(f"unreachable since {clock(view.unreachable_since)}{last} "
-                          f"({view.problem})", style="bold red"))  # fmt: skip
+        parts.append(
+            Text(
+                f"unreachable since {clock(view.unreachable_since)}{last} ({view.problem})",
+                style="bold red",
+            )
+        )
     elif view.problem:
         parts.append(Text(view.problem, style="bold red"))
     if doc is None:
@@ -118,8 +155,10 @@ def render(doc: StatusDocument | None, view: View, width: int) -> RenderableType
     parts.append(Text("generation tokens/s, last minute", style="bold"))
     for model in doc.models:
         line = sparkline(model.generation_history)
-        parts.append(Text(f"{model.name:<16} ") + Text(line or "(no token counters from this "
-                                                       "engine)", style="cyan" if line else "dim"))
+        parts.append(
+            Text(f"{model.name:<16} ")
+            + Text(line or "(no token counters from this engine)", style="cyan" if line else "dim")
+        )
     parts += [Text(""), Text("events", style="bold")]
     for event in doc.events[-8:]:
         detail = f" - {event.detail}" if event.detail else ""

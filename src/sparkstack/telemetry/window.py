@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 WINDOW_S = 60.0
 HISTORY = 61
@@ -24,7 +25,9 @@ class Buckets:
     def minus(self, older: Buckets | None) -> Buckets:
         if older is None or older.bounds != self.bounds:
             return self
-        return Buckets(self.bounds, tuple(a - b for a, b in zip(self.counts, older.counts)))
+        return Buckets(
+            self.bounds, tuple(a - b for a, b in zip(self.counts, older.counts, strict=True))
+        )
 
     def quantile(self, q: float) -> float | None:
         total = sum(self.counts)
@@ -128,7 +131,7 @@ class Window:
         """Generation tokens/s between consecutive samples, oldest first."""
         out: list[float | None] = []
         samples = list(self.samples)
-        for older, newer in zip(samples, samples[1:]):
+        for older, newer in pairwise(samples):
             new, old = newer.models.get(model), older.models.get(model)
             value = _rate(
                 new.generation_tokens if new else None,
