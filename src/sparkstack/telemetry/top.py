@@ -61,10 +61,12 @@ class Top:
             self.doc = await self.client.status()
             self.view.unreachable_since = None
             self.view.problem = ""
-        except TelemetryError as exc:
+        except Unreachable:
             if self.view.unreachable_since is None:
                 self.view.unreachable_since = time.time()
-            self.view.problem = str(exc) if not isinstance(exc, Unreachable) else "no answer"
+            self.view.problem = "no answer"
+        except TelemetryError as exc:  # a revoked key, a different server now
+            self.view.problem = str(exc)
         if self.doc is not None:
             self.view.selected = min(self.view.selected, max(0, len(self.doc.models) - 1))
         self.draw()
