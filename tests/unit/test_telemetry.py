@@ -156,6 +156,6 @@ def test_footprints_round_trip(tmp_path: Path) -> None:
     append_footprint(path, row)
     append_footprint(path, Footprint(**{**row.__dict__, "model": "other"}))
     assert read_footprints(path, "smol") == [row]
-    assert write_csv(read_footprints(path)) == path.read_text()
+    assert write_csv(read_footprints(path)) == path.read_bytes().decode()
     table = render_table(read_footprints(path))
     assert "smol" in table and "0.50" in table and "1.00" in table

@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -13,7 +14,7 @@ from sparkstack.errors import SparkstackError
 from sparkstack.settings import Settings
 
 
-def _fail(exc: SparkstackError) -> None:
+def _fail(exc: SparkstackError) -> NoReturn:
     click.echo(f"error: {exc}", err=True)
     sys.exit(1)
 

@@ -130,8 +130,9 @@ PANELS = (
 
 
 def expressions() -> list[str]:
-    """Every PromQL expression of the dashboard, annotation included."""
-    return [q.expr for panel in PANELS for q in panel.queries] + [ANNOTATION.expr]
+    """Every PromQL expression of the dashboard, annotation included, once each."""
+    every = [q.expr for panel in PANELS for q in panel.queries] + [ANNOTATION.expr]
+    return list(dict.fromkeys(every))
 
 
 def _panel(panel: Panel, index: int) -> dict[str, object]:

@@ -65,7 +65,7 @@ class Telemetry:
         self.events = EventLog()
         self.window = Window()
         self.watchdog: MemoryWatchdog | None = None
-        self.gateway: GatewaySource = dict
+        self.gateway: GatewaySource = lambda: {}
         self.engines: dict[str, EngineFigures] = {}
         self.measured: dict[str, int] = {}
         self.available: int | None = None

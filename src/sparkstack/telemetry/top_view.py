@@ -75,10 +75,13 @@ def memory_bar(doc: StatusDocument, width: int) -> Group:
             ("host reserve", min(reserve, available or reserve), "dark_orange3"),
         ]
     total = sum(size for _, size, _ in segments) or 1
+    cells = [max(1, round(size / total * width)) if size else 0 for _, size, _ in segments]
+    if cells and sum(cells) > width:  # the 1-cell minimums overflowed: trim the widest
+        widest = cells.index(max(cells))
+        cells[widest] = max(1, cells[widest] - (sum(cells) - width))
     bar, legend = Text(), Text()
-    for name, size, color in segments:
-        cells = max(1, round(size / total * width)) if size else 0
-        bar.append("█" * cells, style=color)
+    for (name, size, color), count in zip(segments, cells, strict=True):
+        bar.append("█" * count, style=color)
         legend.append("■ ", style=color)
         legend.append(f"{name} {gib(size)}   ")
     return Group(bar, legend)
