@@ -96,6 +96,7 @@ def launch(profile: Path, width: int, height: int) -> subprocess.Popen[bytes]:
 async def chromium_page(
     profile: Path, width: int = 1400, height: int = 1000
 ) -> AsyncIterator[Page]:
+    (profile / "DevToolsActivePort").unlink(missing_ok=True)  # a reused profile
     proc = launch(profile, width, height)
     try:
         port_file = profile / "DevToolsActivePort"

@@ -187,6 +187,8 @@ function render(doc) {
   renderMemory(doc);
   renderModels(doc);
   renderEvents(doc);
+  $("chart-legend").replaceChildren(...doc.models.map((m) =>
+    el("span", {}, el("i", { style: "background:" + colorOf[m.name] }), m.name)));
   chart($("chart-tok"), "tok");
   chart($("chart-ttft"), "ttft");
   chart($("chart-kv"), "kv");
