@@ -130,6 +130,7 @@ async def test_dashboard_in_chromium(stack: KeyedStack, tmp_path: Path) -> None:
             await page.evaluate(UNLOAD_SMOL)
             took = await page.wait_for(f"{card_state('smol')} !== 'ready'", within=5)
             assert took < 2.0, f"the page showed the unload after {took:.2f}s"
+            (ARTIFACTS / "dashboard-unload-seconds.txt").write_text(f"{took:.3f}\n")
             await page.wait_for(f"{card_state('smol')} === 'stopped'", within=30)
             segments = await page.evaluate(
                 "[...document.querySelectorAll('#memory .seg.model')].map(s => s.dataset.model)"
