@@ -10,14 +10,22 @@ from pathlib import Path
 
 import pytest
 import yaml
+from rich.console import Console
 
 from sparkstack.errors import TelemetryError
 from sparkstack.supervisor.footprints import Footprint, append_footprint
+from sparkstack.telemetry.document import (
+    MachineStatus,
+    ModelTelemetry,
+    StatusDocument,
+    WatchdogStatus,
+)
 from sparkstack.telemetry.engine_series import parse_engine_text
 from sparkstack.telemetry.events import EventLog, stream_events
 from sparkstack.telemetry.footprints import read_footprints, render_table, write_csv
 from sparkstack.telemetry.grafana import dashboard, expressions
 from sparkstack.telemetry.prometheus_config import scrape_config
+from sparkstack.telemetry.top_view import View, render, sparkline
 from sparkstack.telemetry.window import Buckets, ModelCounters, Sample, Window
 
 BOUNDS = (0.1, 0.2, 0.4, math.inf)
@@ -159,3 +167,71 @@ def test_footprints_round_trip(tmp_path: Path) -> None:
     assert write_csv(read_footprints(path)) == path.read_bytes().decode()
     table = render_table(read_footprints(path))
     assert "smol" in table and "0.50" in table and "1.00" in table
+
+
+def _document() -> StatusDocument:
+    def model(name: str, state: str, held: int) -> ModelTelemetry:
+        return ModelTelemetry(
+            name=name,
+            engine="llamacpp",
+            state=state,
+            policy="always_on",
+            aliases=[],
+            runtime="process",
+            port=None,
+            pid=None,
+            base_url="",
+            error=None,
+            ready_seconds=None,
+            planned_bytes=held,
+            held_bytes=held,
+            measured_bytes=None,
+            rss_bytes=None,
+            kv_cache_usage=None,
+            running=0,
+            waiting=0,
+            prompt_tok_s=None,
+            generation_tok_s=4.0,
+            ttft_p50_ms=12.0,
+            ttft_p95_ms=30.0,
+            itl_p50_ms=None,
+            itl_p95_ms=None,
+            requests_per_s=0.5,
+            errors_last_minute=0,
+            requests_total=30,
+            errors_total=0,
+            generation_history=[1.0, None, 4.0],
+            last_events=[],
+        )
+
+    machine = MachineStatus(
+        total_bytes=100 * 2**30,
+        available_bytes=60 * 2**30,
+        host_reserve_bytes=20 * 2**30,
+        watchdog=WatchdogStatus(state="ok"),
+    )
+    return StatusDocument(
+        time=0.0,
+        uptime_s=1.0,
+        machine=machine,
+        models=[model("brain", "ready", 30 * 2**30), model("sprinter", "stopped", 0)],
+        events=[],
+    )
+
+
+def test_top_draws_a_segment_per_loaded_model_and_the_unreachable_line() -> None:
+    console = Console(width=120, record=True, color_system=None)
+    view = View(url="http://spark:8080", selected=1)
+    console.print(render(_document(), view, 118))
+    text = console.export_text()
+    assert "brain 30.00 GiB" in text and "host reserve 20.00 GiB" in text
+    assert "free 40.00 GiB" in text and "other use 10.00 GiB" in text
+    assert "sprinter" not in text.split("memory")[1].split("MODEL")[0]  # holds nothing
+    assert "▶" in next(line for line in text.splitlines() if "sprinter" in line)
+    bar = next(line for line in text.splitlines() if "█" in line)
+    assert len(bar.strip()) <= 118
+    view.unreachable_since, view.problem = 3600.0, "no answer"
+    console = Console(width=120, record=True, color_system=None)
+    console.print(render(_document(), view, 118))
+    assert "unreachable since" in console.export_text()
+    assert sparkline([0.0, None, 8.0]) == "▁ █"

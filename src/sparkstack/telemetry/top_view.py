@@ -89,11 +89,11 @@ def memory_bar(doc: StatusDocument, width: int) -> Group:
 
 def models_table(doc: StatusDocument, selected: int) -> Table:
     table = Table(expand=True, box=None, header_style="bold", pad_edge=False)
+    name_width = max([len(m.name) for m in doc.models] + [5]) + 2
+    table.add_column("MODEL", no_wrap=True, min_width=name_width)
+    table.add_column("ENGINE", no_wrap=True, min_width=8)
+    table.add_column("STATE", no_wrap=True, min_width=8)
     for column in (
-        "",
-        "MODEL",
-        "ENGINE",
-        "STATE",
         "PID",
         "PLANNED",
         "MEASURED",
@@ -110,8 +110,7 @@ def models_table(doc: StatusDocument, selected: int) -> Table:
     for index, m in enumerate(doc.models):
         kv = "-" if m.kv_cache_usage is None else f"{100 * m.kv_cache_usage:.0f}%"
         table.add_row(
-            "▶" if index == selected else " ",
-            m.name,
+            ("▶ " if index == selected else "  ") + m.name,
             m.engine,
             Text(m.state, style=STATE_STYLE.get(m.state, "")),
             str(m.pid or "-"),
