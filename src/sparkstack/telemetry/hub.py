@@ -1,7 +1,7 @@
 """``Telemetry``: what the gateway knows about the stack, gathered off the request
-path. A background task samples the gateway's counters every second, and the
-engines' own metrics and resident memory (the latter in a worker thread) every
-second or two while someone watches, every 15 s otherwise. The status document
+path. A background task samples the gateway's counters every second, the
+engines' resident memory every 2 s (in a worker thread), and the engines' own
+metrics every second while someone watches, every 15 s otherwise. The document
 is built from those samples and cached until the next sample or event, so
 polling it costs a cache lookup, and one JSON encode per sample or event."""
 
@@ -110,8 +110,7 @@ class Telemetry:
         if watched or now - self._last_engine_scrape >= IDLE_ENGINE_PERIOD_S:
             self._last_engine_scrape = now
             await self._scrape_engines(session)
-        memory_period = MEMORY_PERIOD_S if watched else IDLE_ENGINE_PERIOD_S
-        if now - self._last_memory >= memory_period:
+        if now - self._last_memory >= MEMORY_PERIOD_S:
             self._last_memory = now
             pids = {n: rt.pid for n, rt in self.models.items() if rt.pid is not None}
             self.measured = await asyncio.to_thread(measure_all, pids)
