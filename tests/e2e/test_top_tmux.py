@@ -107,6 +107,7 @@ def test_top_in_tmux_survives_a_gateway_restart(keyed: tuple[Path, Path, str]) -
 
         command = f"{sys.executable} -m sparkstack top {up.url} --key {key}"
         tmux("new-session", "-d", "-s", SESSION, "-x", "200", "-y", "50", command)
+        tmux("resize-window", "-t", SESSION, "-x", "200", "-y", "50")
         first = wait_screen(
             lambda s: "smol" in s and "second" in s and s.count("ready") >= 2, "both models ready"
         )

@@ -35,6 +35,7 @@ IDLE_ENGINE_PERIOD_S = 15.0
 MEMORY_PERIOD_S = 2.0
 CACHE_S = 0.5
 _SCRAPE_TIMEOUT = aiohttp.ClientTimeout(total=2)
+_STATES = frozenset(state.value for state in ModelState)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,8 @@ class Telemetry:
         self.events.add(runtime.name, runtime.state.value, runtime.error)
 
     def event(self, runtime: ModelRuntime, event: str) -> None:
-        self.events.add(runtime.name, event)
+        if event not in _STATES:  # states arrive through state_changed
+            self.events.add(runtime.name, event)
 
     # sampling ----------------------------------------------------------------
     def start(self, session: aiohttp.ClientSession) -> None:

@@ -149,6 +149,8 @@ def render(doc: StatusDocument | None, view: View, width: int) -> RenderableType
         )
     elif view.problem:
         parts.append(Text(view.problem, style="bold red"))
+    if view.message:
+        parts.append(Text(view.message, style="bold"))
     if doc is None:
         parts.append(Text("waiting for the first status ..."))
         return Group(*parts)
@@ -161,11 +163,8 @@ def render(doc: StatusDocument | None, view: View, width: int) -> RenderableType
             Text(f"{model.name:<16} ")
             + Text(line or "(no token counters from this engine)", style="cyan" if line else "dim")
         )
-    parts += [Text(""), Text("events", style="bold")]
+    parts += [Text(""), Text(HELP, style="dim"), Text(""), Text("events", style="bold")]
     for event in doc.events[-8:]:
         detail = f" - {event.detail}" if event.detail else ""
         parts.append(Text(f"{clock(event.time)} {event.model} {event.event}{detail}"))
-    parts += [Text(""), Text(HELP, style="dim")]
-    if view.message:
-        parts.append(Text(view.message, style="bold"))
     return Group(*parts)
