@@ -5,7 +5,13 @@ no watchers and watchers polling ``GET /admin/status`` once a second each, as
 gateway's requests/s both ways (median over rounds) and the status document's
 latency under load (p50, p95, seen by the watchers).
 
+Load on a shared 2-core machine swings more than 5% between runs, so the script
+also measures what one poll costs the gateway's loop, deterministically:
+building and encoding the status document of a 2-model stack, in process
+(``--micro-only``: just that, written to ``status_document_cost.json``).
+
 usage: python -m benchmarks.status_polling [--seconds S] [--rounds N] [--watchers N] [--out FILE]
+       python -m benchmarks.status_polling --micro-only
 """
 
 from __future__ import annotations
@@ -52,6 +58,50 @@ async def watch(url: str, key: str, watchers: int, stop: threading.Event) -> lis
     return latencies
 
 
+def document_cost(calls: int = 2000) -> dict[str, float]:
+    """Microseconds to build and encode the status document (cache bypassed) of a
+    2-model stack with a minute of samples, median of ``calls``."""
+    import aiohttp as _aiohttp
+
+    from sparkstack.settings import Settings
+    from sparkstack.stack import load_stack_text
+    from sparkstack.supervisor import Supervisor
+    from sparkstack.telemetry.hub import Telemetry
+    from sparkstack.telemetry.window import ModelCounters, Sample
+
+    stack = load_stack_text(
+        "models:\n  a:\n    engine: external\n    url: http://127.0.0.1:9\n"
+        "  b:\n    engine: external\n    url: http://127.0.0.1:9\n",
+        "bench",
+    )
+
+    async def build() -> list[float]:
+        async with _aiohttp.ClientSession() as session:
+            tmp = Path(tempfile.mkdtemp())
+            supervisor = Supervisor(stack, Settings(home=tmp, state_dir=tmp), session)
+            telemetry = Telemetry(supervisor.models)
+            for second in range(61):
+                counters = ModelCounters(requests=second * 10, generation_tokens=second * 100.0)
+                telemetry.window.add(
+                    Sample(at=float(second), models={"a": counters, "b": counters})
+                )
+            for n in range(60):
+                telemetry.events.add("a", f"event{n}")
+            out = []
+            for _ in range(calls):
+                telemetry._cache = None
+                started = time.perf_counter()
+                telemetry.document_bytes()
+                out.append((time.perf_counter() - started) * 1e6)
+            return out
+
+    samples = sorted(asyncio.run(build()))
+    return {
+        "document_us_p50": round(statistics.median(samples), 1),
+        "document_us_p95": round(samples[int(0.95 * (len(samples) - 1))], 1),
+    }
+
+
 def create_keys(env: dict[str, str]) -> tuple[str, str]:
     def create(*args: str) -> str:
         return subprocess.run(
@@ -73,7 +123,14 @@ def main() -> None:
     parser.add_argument("--watchers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--out", type=Path, default=RESULTS / "status_polling.json")
+    parser.add_argument("--micro-only", action="store_true")
     args = parser.parse_args()
+    cost = document_cost()
+    print(json.dumps(cost), flush=True)
+    if args.micro_only:
+        out = RESULTS / "status_document_cost.json"
+        out.write_text(json.dumps({"machine": {"cpus": os.cpu_count()}, **cost}, indent=2) + "\n")
+        return
     tmp = Path(tempfile.mkdtemp(prefix="sparkstack-status-bench-"))
     upstream, gateway = free_port(), free_port()
     env = {
@@ -164,6 +221,7 @@ def main() -> None:
             "status_p50_ms": round(statistics.median(status_ms), 3),
             "status_p95_ms": round(status_ms[int(0.95 * (len(status_ms) - 1))], 3),
             "status_samples": len(status_ms),
+            **cost,
         }
         report = {
             "machine": {"cpus": os.cpu_count()},
