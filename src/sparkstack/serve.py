@@ -19,13 +19,12 @@ from sparkstack.errors import SupervisorError
 from sparkstack.gateway import build_app
 from sparkstack.gateway.keys import KeyIndex, KeyStore
 from sparkstack.gateway.metrics import GatewayMetrics
-from sparkstack.planner.machine import probe
+from sparkstack.machine import probe
 from sparkstack.planner.plan import StackPlan
 from sparkstack.settings import Settings
-from sparkstack.shutdown import kill_leftovers
 from sparkstack.stack.schema import Stack
 from sparkstack.supervisor import ModelRuntime, Supervisor
-from sparkstack.supervisor.run_file import ProcessIdentity, RunFile
+from sparkstack.supervisor.run_file import ProcessIdentity, RunFile, kill_leftovers
 from sparkstack.supervisor.watchdog import MemoryWatchdog, sampler_for
 from sparkstack.telemetry.hub import Telemetry
 
@@ -144,6 +143,9 @@ async def _serve(
             metrics.event(runtime.name, runtime.state.value)
             if telemetry is not None:
                 telemetry.state_changed(runtime)
+            record_pid(runtime)
+
+        def record_pid(runtime: ModelRuntime) -> None:
             known = run_file.engines.get(runtime.name)
             if runtime.pid is None:
                 run_file.engines.pop(runtime.name, None)
@@ -159,8 +161,9 @@ async def _serve(
                 telemetry.event(runtime, event)
 
         supervisor = Supervisor(
-            stack, settings, session, on_change=record, plan=plan, on_event=on_event
-        )
+            stack, settings, session, on_change=record, plan=plan, on_event=on_event,
+            on_spawn=record_pid,
+        )  # fmt: skip
         telemetry = Telemetry(supervisor.models, plan=plan, held=supervisor.held_bytes)
         app = build_app(
             supervisor.models, session, stack.gateway, keys, metrics, supervisor.wake,

@@ -10,6 +10,10 @@ from pathlib import Path
 import click
 
 from sparkstack.errors import SparkstackError
+from sparkstack.settings import Settings
+from sparkstack.supervisor.run_file import RunFile
+from sparkstack.telemetry.grafana import dashboard_json
+from sparkstack.telemetry.prometheus_config import scrape_config
 
 
 @click.group()
@@ -28,8 +32,6 @@ def _write(text: str, out: Path | None) -> None:
 
 
 def _gateway_url() -> str:
-    from sparkstack.settings import Settings
-    from sparkstack.supervisor.run_file import RunFile
 
     run = RunFile.read(Settings.from_env().run_file)
     return run.gateway_url if run else "http://127.0.0.1:8080"
@@ -56,7 +58,6 @@ def export_prometheus(
     out: Path | None,
 ) -> None:
     """A Prometheus scrape config for the gateway's /metrics, with the key."""
-    from sparkstack.telemetry.prometheus_config import scrape_config
 
     key = key or os.environ.get("SPARKSTACK_API_KEY") or os.environ.get("SPARKSTACK_ADMIN_KEY")
     try:
@@ -71,6 +72,5 @@ def export_prometheus(
 @click.option("--out", type=click.Path(path_type=Path), help="Write here instead of stdout.")
 def export_grafana(title: str, out: Path | None) -> None:
     """A Grafana dashboard (import it; pick your Prometheus data source)."""
-    from sparkstack.telemetry.grafana import dashboard_json
 
     _write(dashboard_json(title), out)

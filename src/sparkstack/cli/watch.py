@@ -10,8 +10,12 @@ from typing import NoReturn
 
 import click
 
+from sparkstack.env_file import load_env_file
 from sparkstack.errors import SparkstackError
 from sparkstack.settings import Settings
+from sparkstack.supervisor.run_file import RunFile
+from sparkstack.telemetry.footprints import read_footprints, render_table, write_csv
+from sparkstack.telemetry.top import run_top
 
 
 def _fail(exc: SparkstackError) -> NoReturn:
@@ -25,9 +29,6 @@ def _fail(exc: SparkstackError) -> NoReturn:
 def top(url: str | None, key: str | None) -> None:
     """A live view of a gateway (this machine's stack without URL): memory, models,
     tokens/s, events; keys load/unload/sleep/wake the selected model."""
-    from sparkstack.env_file import load_env_file
-    from sparkstack.supervisor.run_file import RunFile
-    from sparkstack.telemetry.top import run_top
 
     load_env_file(Path.cwd() / ".env")
     if url is None:
@@ -48,7 +49,6 @@ def top(url: str | None, key: str | None) -> None:
 @click.option("--model", help="Only this model's rows.")
 def footprints(as_csv: bool, model: str | None) -> None:
     """Measured footprints the supervisor recorded after each warm-up, beside the plan."""
-    from sparkstack.telemetry.footprints import read_footprints, render_table, write_csv
 
     path = Settings.from_env().footprints_file
     try:

@@ -11,6 +11,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from sparkstack.engines.registry import forwarded_routes
 from sparkstack.errors import GatewayError, SparkstackError
 from sparkstack.gateway.keys import KeyIndex
 from sparkstack.gateway.limits import Limiter, model_limits
@@ -26,10 +27,6 @@ from sparkstack.telemetry.assets import asset
 from sparkstack.telemetry.events import stream_events
 from sparkstack.telemetry.hub import Telemetry
 
-FORWARDED_ROUTES = (
-    "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses",
-    "/v1/rerank", "/v1/score", "/tokenize", "/detokenize",
-)  # fmt: skip
 _ENGINE_METRICS_TIMEOUT = aiohttp.ClientTimeout(total=3)
 
 METRICS_KEY = web.AppKey("metrics", GatewayMetrics)
@@ -59,7 +56,7 @@ async def not_found(request: web.Request) -> web.StreamResponse:
     return error_response(
         GatewayError(
             f"Not Found: {request.method} {request.path}. The gateway serves "
-            f"{', '.join(FORWARDED_ROUTES)}, GET /v1/models, /health, /metrics.",
+            f"{', '.join(forwarded_routes())}, GET /v1/models, /health, /metrics.",
             status=404,
             error_type="invalid_request_error",
             code="unknown_route",
@@ -244,7 +241,7 @@ def build_app(
             "/admin/models/{name}/{action:load|unload|sleep|wake}", openai_errors(admin_action)
         )
     app.router.add_get("/metrics", openai_errors(prometheus))
-    for path in FORWARDED_ROUTES:
+    for path in forwarded_routes():
         app.router.add_post(path, forwarder.handle)
     app.router.add_route("*", r"/{tail:[\s\S]*}", not_found)  # "." skips newlines
     return app
