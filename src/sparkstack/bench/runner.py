@@ -28,6 +28,7 @@ from sparkstack.bench.options import BenchOptionError, Checks, Point, Sweep, Tar
 from sparkstack.bench.progress import Progress
 from sparkstack.bench.prompts import Tokenizer, build_prompts, local_tokenizer, server_tokenizer
 from sparkstack.bench.records import RequestRecord, write_requests_csv
+from sparkstack.bench.report import COLUMNS, cell, text_table, write_report
 from sparkstack.bench.saturation import goodput, next_point, sweep_result
 from sparkstack.bench.scenarios import fit_context
 from sparkstack.bench.server_metrics import MetricsSampler, ServerInfo, server_info
@@ -234,8 +235,6 @@ async def run_bench(
 
 def save_run(result: BenchResult) -> None:
     """Write the run directory (after the event loop is done: plotting is slow)."""
-    from sparkstack.bench.report import write_report
-
     result.folder.mkdir(parents=True, exist_ok=True)
     write_requests_csv(result.folder / "requests.csv", result.records)
     result.summary.write(result.folder)
@@ -364,8 +363,6 @@ def _split(point: PointSummary) -> ClientServerSplit | None:
 
 def print_table(summary: RunSummary, out: TextIO | None = None) -> None:
     """The report's table, as text (the columns that fit a terminal)."""
-    from sparkstack.bench.report import COLUMNS, cell, text_table
-
     shown = [c for c in COLUMNS if c[0] not in _WIDE]
     rows = [["point", *(c[0] for c in shown)]]
     rows += [[p.label, *(cell(p, m, s) for _, m, s in shown)] for p in summary.points]

@@ -12,6 +12,22 @@ from pathlib import Path
 
 import click
 
+from sparkstack.bench.compare import compare
+from sparkstack.bench.gate import gate as run_gate
+from sparkstack.bench.gate import parse_regression
+from sparkstack.bench.options import (
+    BenchOptionError,
+    Checks,
+    LengthDist,
+    Point,
+    Sweep,
+    Target,
+    normalise_url,
+    parse_concurrency,
+    parse_slo,
+)
+from sparkstack.bench.runner import print_table, run_bench, save_run
+from sparkstack.bench.scenarios import scenario_points
 from sparkstack.cli.errors import fail as _fail
 from sparkstack.errors import SparkstackError
 
@@ -151,20 +167,6 @@ def run_cmd(
     sweep_max: float,
 ) -> None:
     """Benchmark URL (http://HOST:PORT, with or without /v1) with model M."""
-    from sparkstack.bench.options import (
-        BenchOptionError,
-        Checks,
-        LengthDist,
-        Point,
-        Sweep,
-        Target,
-        normalise_url,
-        parse_concurrency,
-        parse_slo,
-    )  # fmt: skip
-    from sparkstack.bench.runner import print_table, run_bench, save_run
-    from sparkstack.bench.scenarios import scenario_points
-
     try:
         target = Target(
             url=normalise_url(url),
@@ -236,8 +238,6 @@ def run_cmd(
 
 def _plot_or_compare(sources: tuple[Path, ...], labels: tuple[str, ...], out: Path | None,
                      name: str) -> None:  # fmt: skip
-    from sparkstack.bench.compare import compare
-
     folder = out or Path("bench-runs") / f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     try:
         runs, table = compare(list(sources), list(labels), folder)
@@ -290,9 +290,6 @@ def compare_cmd(
     if not gate:
         _plot_or_compare(runs, labels, out, "compare")
         return
-    from sparkstack.bench.gate import gate as run_gate
-    from sparkstack.bench.gate import parse_regression
-
     try:
         verdicts, table = run_gate(
             list(runs),
