@@ -14,7 +14,8 @@ import signal
 import aiohttp
 from aiohttp import web
 
-from sparkstack.errors import SupervisorError
+from sparkstack.cluster.head import fail_spanning, start_cluster
+from sparkstack.errors import SparkstackError, SupervisorError
 from sparkstack.gateway import build_app
 from sparkstack.gateway.keys import KeyIndex, KeyStore
 from sparkstack.gateway.metrics import GatewayMetrics
@@ -99,7 +100,13 @@ async def serve(stack: Stack, settings: Settings, plan: StackPlan | None = None)
             supervisor.models, session, stack.gateway, keys, metrics, supervisor.wake,
             supervisor.control,
         )  # fmt: skip
-        runner = await start_gateway(app, host, port)
+        ray_head = await start_cluster(stack, settings)
+        try:
+            runner = await start_gateway(app, host, port)
+        except SparkstackError:
+            if ray_head is not None:
+                await ray_head.stop()
+            raise
         run_file.write(settings.run_file)
         log.info("gateway listening on %s (models: %s)", gateway_url, ", ".join(stack.models))
         starting = asyncio.create_task(supervisor.start_all())
@@ -113,16 +120,21 @@ async def serve(stack: Stack, settings: Settings, plan: StackPlan | None = None)
             ),
         )
         guard = asyncio.create_task(watchdog.run())
+        tasks = [starting, idle, guard]
+        if ray_head is not None:
+            tasks.append(asyncio.create_task(ray_head.watch(fail_spanning(supervisor))))
         try:
             await stop.wait()
             log.info("shutting down")
         finally:
-            for task in (starting, idle, guard):
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await runner.cleanup()
             await supervisor.stop_all()
+            if ray_head is not None:
+                log.info("stopped Ray head: %s", await ray_head.stop())
             RunFile.remove(settings.run_file)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)

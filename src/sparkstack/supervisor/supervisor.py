@@ -379,6 +379,17 @@ class Supervisor:
         outcomes = await asyncio.gather(*(self.stop(name) for name in names))
         return dict(zip(names, outcomes, strict=True))
 
+    async def fail(self, name: str, reason: str, event: str) -> None:
+        """Stop a model whose resources went away (a lost cluster node) and mark it
+        failed with ``reason``; it is not restarted until someone loads it again."""
+        runtime = self.models[name]
+        if runtime.state in (ModelState.STOPPED, ModelState.FAILED):
+            return
+        self._set_event(runtime, event)
+        await self.stop(name)
+        log.error("%s failed: %s", name, reason)
+        self._set(runtime, ModelState.FAILED, reason)
+
     def note_event(self, runtime: ModelRuntime, event: str) -> None:
         self._set_event(runtime, event)
 
