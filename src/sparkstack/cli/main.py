@@ -198,6 +198,7 @@ def status(as_json: bool) -> None:
         click.echo(
             f"{row['name']:<16} {row['engine']:<9} {row['state']:<9} "
             f"{row['port'] or '-':>6} {row['pid'] or '-':>8} {_mib(row['rss_bytes']):>11}  "
+            f"{'on ' + ', '.join(row['nodes']) + ' ' if row.get('nodes') else ''}"
             f"{row['error'] or ''}"
         )
 
@@ -330,6 +331,8 @@ def keys_revoke(id_or_name: str) -> None:
 
 def main() -> None:
     from sparkstack.cli.bench import bench
+    from sparkstack.cli.node import node
 
     cli.add_command(bench)
+    cli.add_command(node)
     cli()

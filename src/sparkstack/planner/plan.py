@@ -338,7 +338,7 @@ def suggestions(stack: Stack, plan: StackPlan) -> list[str]:
             held = ", ".join(f"{name} {_gib(size)}" for name, size in node.models.items())
             options.append(
                 (
-                    plan.overflow_bytes + 1,
+                    2**62,  # the verdict itself: listed first
                     f"node {node.name} overflows by {_gib(node.overflow_bytes)} (holds {held} "
                     f"of its {_gib(node.budget_bytes)} budget): spread its models over more "
                     "nodes (nodes:, tensor_parallel_size) or move one to another node",
