@@ -28,7 +28,8 @@ log = logging.getLogger("sparkstack.cluster")
 HEAD_CPUS_ENV = "SPARKSTACK_RAY_NUM_CPUS"
 """CPUs the head offers Ray (default: Ray's own count); tests on small hosts set 1."""
 WATCH_PERIOD = 0.5
-NodeLost = Callable[[str, str], Awaitable[None]]
+NodeChange = Callable[[str, str | None], Awaitable[None]]
+"""(node, why it is lost) or (node, None) once it answers again."""
 
 
 def spanned_nodes(stack: Stack) -> list[str]:
@@ -125,7 +126,7 @@ class RayHead:
             "addresses; no model was started"
         )
 
-    async def watch(self, on_lost: NodeLost) -> None:
+    async def watch(self, on_change: NodeChange) -> None:
         """Probe each worker's raylet port; a node that stops answering is lost once."""
         workers = [n for n in self.cluster.nodes if n is not self.cluster.head]
         lost: set[str] = set()
@@ -135,9 +136,10 @@ class RayHead:
                 why = await asyncio.to_thread(answers, node.address, port, 1.0)
                 if why is not None and node.name not in lost:
                     lost.add(node.name)
-                    await on_lost(node.name, f"{node.address}:{port} {why}")
-                elif why is None:
+                    await on_change(node.name, f"{node.address}:{port} {why}")
+                elif why is None and node.name in lost:
                     lost.discard(node.name)
+                    await on_change(node.name, None)
             await asyncio.sleep(WATCH_PERIOD)
 
     async def stop(self) -> str:
@@ -158,14 +160,19 @@ async def start_cluster(stack: Stack, settings: Settings) -> RayHead | None:
     return head
 
 
-def fail_spanning(supervisor: Supervisor) -> NodeLost:
-    """What a lost node does: every model spanning it is failed (event node_lost);
-    models on other nodes keep serving."""
+def fail_spanning(supervisor: Supervisor) -> NodeChange:
+    """What a lost node does: every model spanning it is failed (event node_lost)
+    and held back until the node answers again; models on other nodes keep serving."""
 
-    async def lost(node: str, why: str) -> None:
+    async def changed(node: str, why: str | None) -> None:
         for runtime in supervisor.models.values():
-            if node in runtime.spec.nodes:
+            if node not in runtime.spec.nodes:
+                continue
+            if why is None:
+                log.info("cluster node %s answers again; %s may start", node, runtime.name)
+                supervisor.release(runtime.name)
+            else:
                 reason = f"cluster node {node} lost ({why})"
                 await supervisor.fail(runtime.name, reason, "node_lost")
 
-    return lost
+    return changed

@@ -5,6 +5,7 @@ node a spanning model needs has joined with the resources it was given."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from dataclasses import dataclass, field
 
@@ -16,7 +17,7 @@ from sparkstack.stack.schema import ClusterSpec
 _NODES_SCRIPT = """
 import json, sys, ray
 ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False,
-         include_dashboard=False)
+         _node_ip_address=sys.argv[2])
 print("SPARKSTACK-NODES " + json.dumps([
     {"address": n["NodeManagerAddress"], "alive": n["Alive"], "resources": n["Resources"]}
     for n in ray.nodes()]))
@@ -47,7 +48,7 @@ def ray_nodes(settings: Settings, address: str, timeout: float = QUERY_TIMEOUT) 
     """The cluster's nodes as Ray's GCS at ``address`` (HOST:PORT) knows them."""
     try:
         result = subprocess.run(
-            [str(ray_python(settings)), "-c", _NODES_SCRIPT, address],
+            [str(ray_python(settings)), "-c", _NODES_SCRIPT, address, _local_ip_toward(address)],
             capture_output=True, text=True, timeout=timeout,
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -61,6 +62,18 @@ def ray_nodes(settings: Settings, address: str, timeout: float = QUERY_TIMEOUT) 
         f"no Ray cluster answers at {address} ({' | '.join(tail)}); start it with `sparkstack "
         "up` on the head"
     )
+
+
+def _local_ip_toward(address: str) -> str:
+    """This host's address on the route to ``address`` (Ray's driver must use the
+    node's own IP; its default guess asks a route to 8.8.8.8, absent on a private link)."""
+    host = address.rpartition(":")[0] or address
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((host, 9))
+        except OSError as exc:
+            raise ClusterError(f"no route from this host to the head {host}: {exc}") from exc
+        return str(probe.getsockname()[0])
 
 
 def missing_nodes(cluster: ClusterSpec, wanted: list[str], nodes: list[RayNode]) -> list[str]:

@@ -66,6 +66,8 @@ class Supervisor:
         self._room = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
         self._locks = {name: asyncio.Lock() for name in self.models}
+        self.held_back: dict[str, str] = {}
+        """Models that may not start until what they need returns (a lost node)."""
 
     def start_order(self) -> list[ModelRuntime]:
         """Managed always-on models, largest first (the biggest allocation goes in first):
@@ -175,6 +177,8 @@ class Supervisor:
             raise SupervisorError(f"{name}: the stack is shutting down")
         if self.admitting is not None:
             raise SupervisorError(f"{name} is not started: {self.admitting}")
+        if name in self.held_back:
+            raise SupervisorError(f"{name} is not started: {self.held_back[name]}")
         task = self._waking.get(name)
         if task is None or task.done():
             task = self._waking[name] = asyncio.create_task(self._fit_and_start(name))
@@ -381,14 +385,19 @@ class Supervisor:
 
     async def fail(self, name: str, reason: str, event: str) -> None:
         """Stop a model whose resources went away (a lost cluster node) and mark it
-        failed with ``reason``; it is not restarted until someone loads it again."""
+        failed with ``reason``; it does not start again until ``release(name)``."""
         runtime = self.models[name]
+        self.held_back[name] = reason
         if runtime.state in (ModelState.STOPPED, ModelState.FAILED):
             return
         self._set_event(runtime, event)
         await self.stop(name)
         log.error("%s failed: %s", name, reason)
         self._set(runtime, ModelState.FAILED, reason)
+
+    def release(self, name: str) -> None:
+        """What ``fail`` held back is back: the model may start on its next request."""
+        self.held_back.pop(name, None)
 
     def note_event(self, runtime: ModelRuntime, event: str) -> None:
         self._set_event(runtime, event)
