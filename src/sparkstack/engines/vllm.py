@@ -11,6 +11,7 @@ from dataclasses import replace
 import aiohttp
 
 from sparkstack.engines.base import (
+    GUARD_MODULE,
     EngineAdapter,
     LaunchSpec,
     MemoryEstimate,
@@ -72,6 +73,9 @@ class VllmEngine(EngineAdapter):
             "--host", "127.0.0.1",
             "--port", str(port),
         ]  # fmt: skip
+        if spec.command is None:
+            # vLLM's own key covers only /v1...; the guard covers every path.
+            head += ["--middleware", f"{GUARD_MODULE}.RequireKey"]
         return finish_launch(
             spec, source, head, _per_rank(planned, spec.world_size), "/health", _parallel(spec)
         )
