@@ -28,6 +28,7 @@ log = logging.getLogger("sparkstack.cluster")
 HEAD_CPUS_ENV = "SPARKSTACK_RAY_NUM_CPUS"
 """CPUs the head offers Ray (default: Ray's own count); tests on small hosts set 1."""
 WATCH_PERIOD = 0.5
+HEAD_START_TIMEOUT = 120.0
 NodeChange = Callable[[str, str | None], Awaitable[None]]
 """(node, why it is lost) or (node, None) once it answers again."""
 
@@ -83,15 +84,12 @@ class RayHead:
 
     async def wait_for_nodes(self) -> None:
         """Every node a model spans has joined with its GPUs, or a ClusterError that
-        names each missing node and whether anything answers at its address."""
+        names each missing node and whether anything answers at its address. The
+        nodes get ``join_timeout`` from the moment the head's own Ray answers."""
+        await self._wait_head()
         wanted = spanned_nodes(self.stack)
         deadline = time.monotonic() + self.cluster.join_timeout
-        problems = ["the head's Ray did not answer"]
-        while time.monotonic() < deadline:
-            if self.process.returncode is not None:
-                raise ClusterError(
-                    f"Ray's head exited ({self.process.returncode}); see {self.process.log_path}"
-                )
+        while True:
             try:
                 nodes = await asyncio.to_thread(
                     ray_nodes, self.settings, head_address(self.cluster)
@@ -103,8 +101,20 @@ class RayHead:
                 if not problems:
                     log.info("cluster ready: %s", ", ".join(wanted))
                     return
+            if time.monotonic() >= deadline:
+                raise ClusterError(self._not_joined(problems))
             await asyncio.sleep(1.0)
-        raise ClusterError(self._not_joined(problems))
+
+    async def _wait_head(self) -> None:
+        head = self.cluster.head
+        deadline = time.monotonic() + HEAD_START_TIMEOUT
+        while await asyncio.to_thread(answers, head.address, self.cluster.ray_port, 1.0):
+            if self.process.returncode is not None or time.monotonic() > deadline:
+                raise ClusterError(
+                    f"Ray's head did not come up at {head_address(self.cluster)} "
+                    f"(exit status {self.process.returncode}); see {self.process.log_path}"
+                )
+            await asyncio.sleep(0.5)
 
     def _not_joined(self, problems: list[str]) -> str:
         details = []
