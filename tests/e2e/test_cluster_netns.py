@@ -103,8 +103,11 @@ def test_bad_node_address_and_head_are_refused_before_any_model(
     stack = tmp_path / "stack.yaml"
     stack.write_text(stack_text(head, worker, "10.77.0.3", join_timeout=5))
     state = tmp_path / "state"
-    done = subprocess.run(up_argv(head, stack), env=env_for(state), capture_output=True,
-                          text=True, timeout=300, cwd=REPO)  # fmt: skip
+    try:
+        done = subprocess.run(up_argv(head, stack), env=env_for(state), capture_output=True,
+                              text=True, timeout=300, cwd=REPO)  # fmt: skip
+    finally:
+        head.kill_all()  # anything of that Ray head still there, before the next test's
     assert done.returncode == 1, done.stderr
     assert "the Ray cluster is incomplete after 5s: worker (10.77.0.3) has not joined; " \
         "nothing answers at 10.77.0.3:6380" in done.stderr  # fmt: skip
