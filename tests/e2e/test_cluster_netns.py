@@ -20,6 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from sparkstack.settings import Settings
 from tests.netns import Host, two_hosts
 from tests.support import REPO, SMOL_GGUF, smollm2_hf_folder
 
@@ -62,6 +63,21 @@ models:
     policy: on_demand
     startup_timeout: 300
     args: [--enforce-eager]
+"""
+
+
+RAY_PYTHON = Settings.from_env().engines_dir / "vllm" / "bin" / "python"
+WORKER_ENV_TASK = """
+import json, os, ray
+ray.init(address="10.77.0.1:6379", _node_ip_address="10.77.0.1", logging_level="ERROR")
+
+@ray.remote(num_cpus=0, resources={"node:10.77.0.2": 0.01})
+def where():
+    keys = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "NCCL_IB_HCA")
+    return {"ip": ray.util.get_node_ip_address(), "pid": os.getpid(),
+            "env": {k: os.environ.get(k) for k in keys}}
+
+print("TASK " + json.dumps(ray.get(where.remote(), timeout=120)))
 """
 
 
@@ -203,15 +219,26 @@ def test_head_and_worker_joined_with_resources_and_fast_link_env(cluster: Cluste
     assert worker_row.split()[1:5] == ["10.77.0.2", "alive", "1", "1"], shown.stdout
     assert "smol" in head_row and "standin" in worker_row and "spread" in worker_row
 
+    # Ray's Python processes rewrite their environ block for their titles
+    # (setproctitle), so /proc/PID/environ is read from the native ones, and a Ray
+    # task on the worker reports what its worker process inherited.
     ray_procs = psutil.Process(cluster.join.pid).children(recursive=True)
-    names = {proc.name() for proc in ray_procs}
-    assert "raylet" in names, names
-    for proc in [psutil.Process(cluster.join.pid), *ray_procs]:
+    raylets = [proc for proc in ray_procs if proc.name() == "raylet"]
+    assert raylets, {proc.name() for proc in ray_procs}
+    for proc in [psutil.Process(cluster.join.pid), *raylets]:
         env = environ(proc.pid)
         assert env["NCCL_SOCKET_IFNAME"] == env["GLOO_SOCKET_IFNAME"] == "ss14b", proc.name()
         assert env["NCCL_IB_HCA"] == WORKER_HCA
         assert env["RAY_memory_monitor_refresh_ms"] == "0"
         assert env["RAY_memory_usage_threshold"] == "0.98"
+    task = subprocess.run(cluster.head.argv(str(RAY_PYTHON), "-c", WORKER_ENV_TASK),
+                          capture_output=True, text=True, timeout=180)  # fmt: skip
+    line = next((x for x in task.stdout.splitlines() if x.startswith("TASK ")), None)
+    assert line is not None, task.stdout + task.stderr
+    seen = json.loads(line.removeprefix("TASK "))
+    assert seen["ip"] == "10.77.0.2" and seen["pid"] not in {p.pid for p in raylets}
+    assert seen["env"] == {"NCCL_SOCKET_IFNAME": "ss14b", "GLOO_SOCKET_IFNAME": "ss14b",
+                           "NCCL_IB_HCA": WORKER_HCA}, seen  # fmt: skip
     head_raylet = next(p for p in psutil.Process(cluster.up.pid).children(recursive=True)
                        if p.name() == "raylet")  # fmt: skip
     assert environ(head_raylet.pid)["NCCL_SOCKET_IFNAME"] == "ss14a"
