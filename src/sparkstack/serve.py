@@ -20,13 +20,12 @@ from sparkstack.errors import SparkstackError, SupervisorError
 from sparkstack.gateway import build_app
 from sparkstack.gateway.keys import KeyIndex, KeyStore
 from sparkstack.gateway.metrics import GatewayMetrics
-from sparkstack.planner.machine import probe
+from sparkstack.machine import probe
 from sparkstack.planner.plan import StackPlan
 from sparkstack.settings import Settings
-from sparkstack.shutdown import kill_leftovers
 from sparkstack.stack.schema import Stack
 from sparkstack.supervisor import ModelRuntime, Supervisor
-from sparkstack.supervisor.run_file import ProcessIdentity, RunFile
+from sparkstack.supervisor.run_file import ProcessIdentity, RunFile, kill_leftovers
 from sparkstack.supervisor.watchdog import MemoryWatchdog, sampler_for
 
 log = logging.getLogger("sparkstack")
@@ -141,6 +140,9 @@ async def _serve(
 
         def record(runtime: ModelRuntime) -> None:
             metrics.event(runtime.name, runtime.state.value)
+            record_pid(runtime)
+
+        def record_pid(runtime: ModelRuntime) -> None:
             known = run_file.engines.get(runtime.name)
             if runtime.pid is None:
                 run_file.engines.pop(runtime.name, None)
@@ -153,6 +155,7 @@ async def _serve(
         supervisor = Supervisor(
             stack, settings, session, on_change=record, plan=plan,
             on_event=lambda runtime, event: metrics.event(runtime.name, event),
+            on_spawn=record_pid,
         )  # fmt: skip
         app = build_app(
             supervisor.models, session, stack.gateway, keys, metrics, supervisor.wake,

@@ -8,6 +8,7 @@ hold no state: one instance serves every model of its engine.
 from __future__ import annotations
 
 import os
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +17,8 @@ from typing import Any, ClassVar
 import aiohttp
 
 from sparkstack.errors import EngineError, SparkstackError
+from sparkstack.machine import MachineProfile
 from sparkstack.modelfacts.facts import ModelFacts
-from sparkstack.planner.machine import MachineProfile
 from sparkstack.settings import Settings
 from sparkstack.stack.schema import ModelSpec
 from sparkstack.stack.sources import resolve_model_source
@@ -124,6 +125,20 @@ class EngineAdapter(ABC):
             return os.environ.get(spec.api_key_env) or None
         return None
 
+    def can_sleep(self, planned: MemoryEstimate | None) -> bool:
+        """True when the engine, started with ``planned``'s flags, can sleep and wake
+        without a restart (otherwise an idle model is stopped)."""
+        return False
+
+    def sleep_level(self, unified: bool) -> int:
+        """The sleep level to use on this machine (``unified``: CPU and GPU share memory)."""
+        return 1
+
+    def kv_tokens_from_log(self, text: str) -> int | None:
+        """The KV-cache size (tokens or cells) the engine reported in ``text``, its log
+        since the last start; None when it says nothing."""
+        return None
+
     async def sleep(self, session: aiohttp.ClientSession, base_url: str, level: int,
                     api_key: str | None) -> None:  # fmt: skip
         raise EngineError(f"engine {self.name!r} has no sleep mode")
@@ -175,6 +190,12 @@ class EngineAdapter(ABC):
         return [str(python), "-m", module]
 
 
+def last_match(pattern: re.Pattern[str], text: str) -> int | None:
+    """The number in the last match of ``pattern`` in ``text`` (commas allowed)."""
+    found = pattern.findall(text)
+    return int(found[-1].replace(",", "")) if found else None
+
+
 def local_source_env(source: str) -> dict[str, str]:
     """A model that is a local path never needs the hub: keep the engine offline."""
     return {"HF_HUB_OFFLINE": "1"} if Path(source).exists() else {}
@@ -187,11 +208,13 @@ def kv_dtype_bytes(spec: ModelSpec, facts: ModelFacts) -> int:
 
 def planned_shape(spec: ModelSpec, facts: ModelFacts) -> tuple[int, int, int]:
     """(max model length, sequences, KV bytes per element) a plan sizes the KV cache for."""
-    return (
-        spec.context or facts.max_context or 2048,
-        spec.concurrency or 1,
-        kv_dtype_bytes(spec, facts),
-    )
+    context = spec.context or facts.max_context
+    if not context:
+        raise EngineError(
+            f"models.{spec.name}.context: the model's config gives no context length "
+            "(max_position_embeddings or an alias); set context: in the stack file"
+        )
+    return context, spec.concurrency or 1, kv_dtype_bytes(spec, facts)
 
 
 def planned_parts(planned: MemoryEstimate | None) -> tuple[list[str], dict[str, str]]:

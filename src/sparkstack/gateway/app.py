@@ -11,6 +11,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from sparkstack.engines.registry import forwarded_routes
 from sparkstack.errors import GatewayError, SparkstackError
 from sparkstack.gateway.keys import KeyIndex
 from sparkstack.gateway.limits import Limiter, model_limits
@@ -23,10 +24,6 @@ from sparkstack.gateway.status import model_status, models_list
 from sparkstack.stack.schema import GatewaySpec, Policy
 from sparkstack.supervisor.runtime import ModelRuntime, ModelState
 
-FORWARDED_ROUTES = (
-    "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses",
-    "/v1/rerank", "/v1/score", "/tokenize", "/detokenize",
-)  # fmt: skip
 _ENGINE_METRICS_TIMEOUT = aiohttp.ClientTimeout(total=3)
 
 METRICS_KEY = web.AppKey("metrics", GatewayMetrics)
@@ -55,7 +52,7 @@ async def not_found(request: web.Request) -> web.StreamResponse:
     return error_response(
         GatewayError(
             f"Not Found: {request.method} {request.path}. The gateway serves "
-            f"{', '.join(FORWARDED_ROUTES)}, GET /v1/models, /health, /metrics.",
+            f"{', '.join(forwarded_routes())}, GET /v1/models, /health, /metrics.",
             status=404,
             error_type="invalid_request_error",
             code="unknown_route",
@@ -188,7 +185,7 @@ def build_app(
             "/admin/models/{name}/{action:load|unload|sleep|wake}", openai_errors(admin_action)
         )
     app.router.add_get("/metrics", openai_errors(prometheus))
-    for path in FORWARDED_ROUTES:
+    for path in forwarded_routes():
         app.router.add_post(path, forwarder.handle)
     app.router.add_route("*", r"/{tail:[\s\S]*}", not_found)  # "." skips newlines
     return app
