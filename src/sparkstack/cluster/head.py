@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -153,7 +154,10 @@ class RayHead:
             await asyncio.sleep(WATCH_PERIOD)
 
     async def stop(self) -> str:
-        return await self.process.stop(15.0)
+        """Stop Ray's head (its whole process group) and remove its session folder."""
+        outcome = await self.process.stop(15.0)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        return outcome
 
 
 async def start_cluster(stack: Stack, settings: Settings) -> RayHead | None:
