@@ -10,9 +10,16 @@ import socket
 from pathlib import Path
 
 import click
+import psutil
 
 from sparkstack.cli.errors import fail as _fail
+from sparkstack.cluster.checks import answers, check_interface
+from sparkstack.cluster.ray_node import RayNodeOptions, ray_env, split_head, worker_argv
+from sparkstack.cluster.ray_state import ray_nodes
+from sparkstack.engines.registry import known_engines
 from sparkstack.errors import ClusterError, SparkstackError
+from sparkstack.settings import Settings
+from sparkstack.stack import load_stack
 
 
 @click.group()
@@ -35,10 +42,6 @@ def join(
     node_manager_port: int, memory_usage_threshold: float,
 ) -> None:  # fmt: skip
     """Join the Ray cluster whose head is HEAD (HOST[:PORT]); runs until stopped."""
-    from sparkstack.cluster.checks import answers, check_interface
-    from sparkstack.cluster.ray_node import RayNodeOptions, ray_env, split_head, worker_argv
-    from sparkstack.settings import Settings
-
     try:
         check_interface(interface, "--interface")
         address = _ipv4_of(interface)
@@ -63,8 +66,6 @@ def join(
 
 
 def _ipv4_of(interface: str) -> str:
-    import psutil
-
     for addr in psutil.net_if_addrs().get(interface, []):
         if addr.family == socket.AF_INET:
             return str(addr.address)
@@ -77,12 +78,8 @@ def _ipv4_of(interface: str) -> str:
               help="Stack file: names the nodes and the models on them.")  # fmt: skip
 def status(head: str | None, stack_file: Path | None) -> None:
     """The cluster's nodes, their resources, and the models that span them."""
-    from sparkstack.cluster.ray_state import ray_nodes
-    from sparkstack.settings import Settings
-    from sparkstack.stack import load_stack
-
     try:
-        stack = load_stack(stack_file) if stack_file else None
+        stack = load_stack(stack_file, known_engines()) if stack_file else None
         cluster = stack.cluster if stack else None
         if head is None:
             head = os.environ.get("RAY_ADDRESS") or (
