@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import REPO, SPARKSTACK, UpProcess, start_up, wait_gone
+from tests.support import REPO, SMOL_GGUF, SPARKSTACK, UpProcess, start_up, wait_gone
 
 STUB = REPO / "tests" / "stubs" / "stubborn_engine.py"
 
@@ -22,7 +22,7 @@ def _stack(tmp_path: Path, pids_file: Path) -> Path:
 models:
   stubborn:
     engine: llamacpp
-    model: /nonexistent/stub.gguf
+    model: {SMOL_GGUF}
     command: [{sys.executable}, {STUB}]
     env: {{STUB_PIDS_FILE: "{pids_file}"}}
     stop_timeout: 1s

@@ -21,7 +21,7 @@ from sparkstack.stack import load_stack_text
 from sparkstack.supervisor import Supervisor
 from sparkstack.supervisor.ports import free_port
 from sparkstack.supervisor.run_file import ProcessIdentity, RunFile
-from tests.support import REPO, SPARKSTACK, wait_gone
+from tests.support import REPO, SMOL_GGUF, SPARKSTACK, wait_gone
 
 STUB = REPO / "tests" / "stubs" / "stubborn_engine.py"
 
@@ -36,13 +36,13 @@ gateway: {{listen: "127.0.0.1:{free_port()}"}}
 models:
   first:
     engine: llamacpp
-    model: /nonexistent/stub.gguf
+    model: {SMOL_GGUF}
     command: [{sys.executable}, {STUB}]
     env: {{STUB_PIDS_FILE: "{pids_file}"}}
     stop_timeout: 1s
   second:
     engine: llamacpp
-    model: /nonexistent/stub.gguf
+    model: {SMOL_GGUF}
     command: [{sys.executable}, {STUB}]
 """,
         "stack.yaml",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import REPO, UpProcess, serving
+from tests.support import REPO, SMOL_GGUF, UpProcess, serving
 
 NEVER_READY = [sys.executable, str(REPO / "tests" / "stubs" / "memory_hog.py"), "1000", "60"]
 
@@ -23,7 +23,7 @@ def slow(tmp_path: Path) -> Iterator[UpProcess]:
     stack = tmp_path / "stack.yaml"
     stack.write_text(
         "gateway: {wake_wait: 1s, keepalive_interval: 0.3s}\n"
-        "models:\n  slow:\n    engine: llamacpp\n    model: /nonexistent/slow.gguf\n"
+        "models:\n  slow:\n    engine: llamacpp\n    model: " + SMOL_GGUF + "\n"
         f"    policy: on_demand\n    command: {json.dumps(NEVER_READY)}\n"
     )
     with serving(stack, tmp_path / "state") as up:
