@@ -9,6 +9,7 @@ import contextlib
 import errno
 import logging
 import os
+import resource
 import signal
 
 import aiohttp
@@ -16,6 +17,7 @@ from aiohttp import web
 
 from sparkstack.errors import SupervisorError
 from sparkstack.gateway import build_app
+from sparkstack.gateway.fastserver import GatewayServer
 from sparkstack.gateway.keys import KeyIndex, KeyStore
 from sparkstack.gateway.metrics import GatewayMetrics
 from sparkstack.planner.machine import probe
@@ -39,21 +41,27 @@ def install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def start_gateway(app: web.Application, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024)
+def raise_fd_limit() -> None:
+    """Let the gateway hold as many client connections as gateway.max_connections
+    allows: the soft open-files limit (often 1024) goes up to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+async def start_gateway(app: web.Application, host: str, port: int) -> GatewayServer:
+    server = GatewayServer(app)
     try:
-        await site.start()
+        await server.start(host, port, backlog=1024)
     except OSError as exc:
-        await runner.cleanup()
         if exc.errno == errno.EADDRINUSE:
             raise SupervisorError(
                 f"{host}:{port} is already in use; stop what listens there (`sparkstack "
                 "down` if it is another stack) or pick another gateway.listen / --listen"
             ) from exc
         raise SupervisorError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    return runner
+    return server
 
 
 async def serve(stack: Stack, settings: Settings, plan: StackPlan | None = None) -> None:
@@ -64,6 +72,7 @@ async def serve(stack: Stack, settings: Settings, plan: StackPlan | None = None)
             f"a stack is already running (pid {existing.pid}, {existing.gateway_url}); "
             "run `sparkstack down` first"
         )
+    raise_fd_limit()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

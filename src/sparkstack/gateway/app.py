@@ -12,13 +12,16 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from sparkstack.errors import GatewayError, SparkstackError
+from sparkstack.gateway.auth import Authorizer
+from sparkstack.gateway.guard import PREFLIGHT_HEADERS, AccessGuard
 from sparkstack.gateway.keys import KeyIndex
 from sparkstack.gateway.limits import Limiter
 from sparkstack.gateway.metrics import GatewayMetrics, relabel
 from sparkstack.gateway.openai_errors import error_response
-from sparkstack.gateway.proxy import Authorizer, Forwarder, Waker
+from sparkstack.gateway.proxy import CORS_ORIGIN, Forwarder
 from sparkstack.gateway.routing import Router
 from sparkstack.gateway.status import model_status, models_list
+from sparkstack.gateway.wake import Waker
 from sparkstack.stack.schema import GatewaySpec, Policy
 from sparkstack.supervisor.runtime import ModelRuntime, ModelState
 
@@ -29,6 +32,9 @@ FORWARDED_ROUTES = (
 _ENGINE_METRICS_TIMEOUT = aiohttp.ClientTimeout(total=3)
 
 METRICS_KEY = web.AppKey("metrics", GatewayMetrics)
+FORWARDER_KEY = web.AppKey("forwarder", Forwarder)
+GUARD_KEY = web.AppKey("guard", AccessGuard)
+SPEC_KEY = web.AppKey("spec", GatewaySpec)
 AdminControl = Callable[[str, str], Awaitable[str]]
 """(model, action) -> outcome; actions: load, unload, sleep, wake."""
 
@@ -46,7 +52,65 @@ def openai_errors(handler: Handler) -> Handler:
     return wrapped
 
 
+def guard_middleware(guard: AccessGuard) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Host and Origin checks (guard.py) for every route aiohttp serves, CORS
+    preflights, and aiohttp's own HTTP errors in the OpenAI shape."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            hosts = request.headers.getall("Host", [])
+            if len(hosts) > 1:
+                raise GatewayError(
+                    "The request has more than one Host header; send it once.",
+                    status=400, error_type="invalid_request_error", code="invalid_header",
+                )  # fmt: skip
+            origin = guard.check(hosts[0] if hosts else None, request.headers.get("Origin"),
+                                 request.path)  # fmt: skip
+        except GatewayError as exc:
+            return error_response(exc)
+        if origin is not None:
+            request[CORS_ORIGIN] = origin
+        if request.method == "OPTIONS" and origin is not None:
+            return web.Response(
+                status=204, headers={"Access-Control-Allow-Origin": origin, **PREFLIGHT_HEADERS}
+            )
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return error_response(
+                GatewayError(
+                    f"{exc.reason}: {request.method} {request.path}.", status=exc.status,
+                    error_type="invalid_request_error", code=exc.reason.lower().replace(" ", "_"),
+                )
+            )  # fmt: skip
+        if origin is not None and "Access-Control-Allow-Origin" not in response.headers:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+        return response
+
+    return middleware
+
+
+KNOWN_ROUTES = {
+    **{path: "POST" for path in FORWARDED_ROUTES},
+    "/v1/models": "GET", "/health": "GET", "/metrics": "GET", "/admin/status": "GET",
+}  # fmt: skip
+
+
 async def not_found(request: web.Request) -> web.StreamResponse:
+    allowed = KNOWN_ROUTES.get(request.path)
+    if allowed is None and request.path.startswith("/admin/models/"):
+        allowed = "POST"
+    if allowed is not None:
+        return error_response(
+            GatewayError(
+                f"Method Not Allowed: {request.method} {request.path}; use {allowed}.",
+                status=405, error_type="invalid_request_error", code="method_not_allowed",
+            )
+        )  # fmt: skip
     return error_response(
         GatewayError(
             f"Not Found: {request.method} {request.path}. The gateway serves "
@@ -104,8 +168,12 @@ def build_app(
     forwarder = Forwarder(
         router, session, auth, Limiter(max_inflight=spec.max_inflight), metrics, spec, waker
     )
-    app = web.Application(client_max_size=max_body)
+    guard = AccessGuard(spec, lambda: auth.enabled)
+    app = web.Application(client_max_size=max_body, middlewares=[guard_middleware(guard)])
     app[METRICS_KEY] = metrics
+    app[FORWARDER_KEY] = forwarder
+    app[GUARD_KEY] = guard
+    app[SPEC_KEY] = spec
 
     async def close_pool(app: web.Application) -> None:
         await forwarder.pool.close()
