@@ -43,6 +43,7 @@ log = logging.getLogger("sparkstack.gateway")
 MAX_HEAD = 65536
 MAX_HEADERS = 128
 _BACKLOG = 65536
+_LINGER = 2.0
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _UNIQUE = frozenset({b"authorization", b"content-type", b"content-length", b"host", b"origin"})
 _STREAM = b"Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"
@@ -260,10 +261,15 @@ class GatewayProtocol(asyncio.Protocol):
     def _refuse(self, error: GatewayError) -> None:
         """Answer an error and close: what follows on the connection is not trusted."""
         self.dead = True
-        self._disarm()
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(error_answer(error))
-            self.transport.close()
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(error_answer(error))
+            # Close only after the client stopped sending (bounded): closing with its
+            # bytes unread would reset the connection and lose the answer on the way.
+            transport.write_eof()
+            self._arm(_LINGER, transport.close)
+        else:
+            self._disarm()
 
     # -- input -----------------------------------------------------------------
 
