@@ -57,12 +57,18 @@ def chunked(body_size: int) -> bytes:
 HOSTILE = [
     # pathological JSON
     Hostile("array nested 100,000 deep", post(deep(100_000)), 400),
-    Hostile("objects nested 100,000 deep", post(b'{"model": "stub", "x": ' + b'{"a":' * 100_000
-            + b"1" + b"}" * 100_001), 400),  # fmt: skip
-    Hostile("nested 200 deep", post(deep(200, b"{\"a\": [", b"]}")), 400),
+    Hostile(
+        "objects nested 100,000 deep",
+        post(b'{"model": "stub", "x": ' + b'{"a":' * 100_000 + b"1" + b"}" * 100_001),
+        400,
+    ),  # fmt: skip
+    Hostile("nested 200 deep", post(deep(200, b'{"a": [', b"]}")), 400),
     Hostile("duplicate model key", post(b'{"model": "stub", "model": "other"}'), 400),
-    Hostile("duplicate nested key", post(
-        b'{"model": "stub", "messages": [{"role": "user", "role": "system"}]}'), 400),  # fmt: skip
+    Hostile(
+        "duplicate nested key",
+        post(b'{"model": "stub", "messages": [{"role": "user", "role": "system"}]}'),
+        400,
+    ),  # fmt: skip
     Hostile("NaN", post(b'{"model": "stub", "temperature": NaN}'), 400),
     Hostile("Infinity", post(b'{"model": "stub", "temperature": Infinity}'), 400),
     Hostile("-Infinity", post(b'{"model": "stub", "top_p": -Infinity}'), 400),
@@ -77,48 +83,88 @@ HOSTILE = [
     Hostile("model is a number", post(b'{"model": 7}'), 400),
     Hostile("no model", post(b'{"messages": []}'), 400),
     Hostile("unknown model", post(b'{"model": "../../etc/passwd"}'), 404),
-    Hostile("one string over the body limit",
-            post(b'{"model": "stub", "x": "' + b"a" * LIMIT + b'"}'), 413),  # fmt: skip
+    Hostile(
+        "one string over the body limit",
+        post(b'{"model": "stub", "x": "' + b"a" * LIMIT + b'"}'),
+        413,
+    ),  # fmt: skip
     Hostile("chunked body over the limit", chunked(LIMIT + 65536), 413),
-    Hostile("Content-Length over the limit, no body",
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n"
-            b"Content-Length: 99999999999\r\n\r\n", 413),  # fmt: skip
+    Hostile(
+        "Content-Length over the limit, no body",
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n"
+        b"Content-Length: 99999999999\r\n\r\n",
+        413,
+    ),  # fmt: skip
     # bad headers
-    Hostile("duplicate Authorization", post(CHAT, "Authorization: Bearer a\r\n"
-            "Authorization: Bearer b\r\n"), 400),  # fmt: skip
+    Hostile(
+        "duplicate Authorization",
+        post(CHAT, "Authorization: Bearer a\r\nAuthorization: Bearer b\r\n"),
+        400,
+    ),  # fmt: skip
     Hostile("duplicate Host", post(CHAT, "Host: localhost\r\n"), 400),
     Hostile("Content-Type text/plain", post(CHAT, "Content-Type: text/plain\r\n"), 415),
-    Hostile("Content-Type form", post(CHAT, "Content-Type: application/x-www-form-urlencoded\r\n"),
-            415),  # fmt: skip
-    Hostile("Content-Type multipart", post(CHAT, "Content-Type: multipart/form-data; b=x\r\n"),
-            415),  # fmt: skip
-    Hostile("JSON in latin-1", post(CHAT, "Content-Type: application/json; charset=latin-1\r\n"),
-            415),  # fmt: skip
+    Hostile(
+        "Content-Type form", post(CHAT, "Content-Type: application/x-www-form-urlencoded\r\n"), 415
+    ),  # fmt: skip
+    Hostile(
+        "Content-Type multipart", post(CHAT, "Content-Type: multipart/form-data; b=x\r\n"), 415
+    ),  # fmt: skip
+    Hostile(
+        "JSON in latin-1", post(CHAT, "Content-Type: application/json; charset=latin-1\r\n"), 415
+    ),  # fmt: skip
     Hostile("header of 70 KB", post(CHAT, "X-Big: " + "a" * 70_000 + "\r\n"), 431),
     Hostile("200 headers", post(CHAT, "".join(f"X-H{i}: v\r\n" for i in range(200))), 431),
-    Hostile("no Host", b"POST /v1/chat/completions HTTP/1.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(CHAT) + CHAT, 400),  # fmt: skip
-    Hostile("two different Content-Lengths", b"POST /v1/chat/completions HTTP/1.1\r\n"
-            b"Host: {host}\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nabcdef", 400),  # fmt: skip
-    Hostile("Content-Length with chunked", b"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n"
-            b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),  # fmt: skip
-    Hostile("bad chunk size", b"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", 400),  # fmt: skip
+    Hostile(
+        "no Host",
+        b"POST /v1/chat/completions HTTP/1.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(CHAT) + CHAT,
+        400,
+    ),  # fmt: skip
+    Hostile(
+        "two different Content-Lengths",
+        b"POST /v1/chat/completions HTTP/1.1\r\n"
+        b"Host: {host}\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nabcdef",
+        400,
+    ),  # fmt: skip
+    Hostile(
+        "Content-Length with chunked",
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n"
+        b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),  # fmt: skip
+    Hostile(
+        "bad chunk size",
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+        400,
+    ),  # fmt: skip
     Hostile("space in a header name", post(CHAT, "Bad Name: x\r\n"), 400),
     Hostile("garbage request line", b"HELLO THERE\r\n\r\n", 400),
-    Hostile("forged Host (DNS rebinding)", post(CHAT).replace(b"{host}", b"evil.example:80"),
-            403),  # fmt: skip
+    Hostile(
+        "forged Host (DNS rebinding)", post(CHAT).replace(b"{host}", b"evil.example:80"), 403
+    ),  # fmt: skip
     Hostile("foreign Origin", post(CHAT, "Origin: http://evil.example\r\n"), 403),
-    Hostile("null Origin on admin", b"POST /admin/models/stub/unload HTTP/1.1\r\nHost: {host}\r\n"
-            b"Origin: null\r\nContent-Length: 0\r\n\r\n", 403),  # fmt: skip
+    Hostile(
+        "null Origin on admin",
+        b"POST /admin/models/stub/unload HTTP/1.1\r\nHost: {host}\r\n"
+        b"Origin: null\r\nContent-Length: 0\r\n\r\n",
+        403,
+    ),  # fmt: skip
     # methods and routes
-    Hostile("GET on a POST route", b"GET /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n\r\n",
-            405),  # fmt: skip
+    Hostile(
+        "GET on a POST route", b"GET /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n\r\n", 405
+    ),  # fmt: skip
     Hostile("DELETE /v1/models", b"DELETE /v1/models HTTP/1.1\r\nHost: {host}\r\n\r\n", 405),
-    Hostile("PUT /admin/status", b"PUT /admin/status HTTP/1.1\r\nHost: {host}\r\n"
-            b"Content-Length: 0\r\n\r\n", 405),  # fmt: skip
-    Hostile("unknown route", b"POST /v1/nothing HTTP/1.1\r\nHost: {host}\r\n"
-            b"Content-Length: 0\r\n\r\n", 404),  # fmt: skip
+    Hostile(
+        "PUT /admin/status",
+        b"PUT /admin/status HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n",
+        405,
+    ),  # fmt: skip
+    Hostile(
+        "unknown route",
+        b"POST /v1/nothing HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n",
+        404,
+    ),  # fmt: skip
     Hostile("path traversal", b"GET /../../etc/passwd HTTP/1.1\r\nHost: {host}\r\n\r\n", 404),
 ]
 
@@ -135,7 +181,9 @@ async def exchange(host: str, port: int, request: bytes) -> tuple[int, bytes]:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ")[1])
-        headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+        headers = {
+            k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])
+        }
         if "content-length" in headers:
             body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 10)
         else:
@@ -188,7 +236,9 @@ async def gateway(start_stub: StartStub, start_test_gateway: StartGateway) -> st
 
 
 async def normal_request(host: str, port: int) -> None:
-    status, body = await exchange(host, port, post(CHAT).replace(b"{host}", f"{host}:{port}".encode()))
+    status, body = await exchange(
+        host, port, post(CHAT).replace(b"{host}", f"{host}:{port}".encode())
+    )
     assert status == 200, body
     assert json.loads(body)["object"] == "chat.completion"
 

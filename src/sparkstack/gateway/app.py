@@ -18,7 +18,7 @@ from sparkstack.gateway.keys import KeyIndex
 from sparkstack.gateway.limits import Limiter
 from sparkstack.gateway.metrics import GatewayMetrics, relabel
 from sparkstack.gateway.openai_errors import error_response
-from sparkstack.gateway.proxy import CORS_ORIGIN, Forwarder
+from sparkstack.gateway.proxy import Forwarder
 from sparkstack.gateway.routing import Router
 from sparkstack.gateway.status import model_status, models_list
 from sparkstack.gateway.wake import Waker
@@ -69,8 +69,6 @@ def guard_middleware(guard: AccessGuard) -> Callable[..., Awaitable[web.StreamRe
                                  request.path)  # fmt: skip
         except GatewayError as exc:
             return error_response(exc)
-        if origin is not None:
-            request[CORS_ORIGIN] = origin
         if request.method == "OPTIONS" and origin is not None:
             return web.Response(
                 status=204, headers={"Access-Control-Allow-Origin": origin, **PREFLIGHT_HEADERS}
@@ -86,7 +84,7 @@ def guard_middleware(guard: AccessGuard) -> Callable[..., Awaitable[web.StreamRe
                     error_type="invalid_request_error", code=exc.reason.lower().replace(" ", "_"),
                 )
             )  # fmt: skip
-        if origin is not None and "Access-Control-Allow-Origin" not in response.headers:
+        if origin is not None and not response.prepared:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Vary"] = "Origin"
         return response

@@ -32,8 +32,6 @@ from sparkstack.gateway.wake import Waker, WakeWaiter
 from sparkstack.stack.schema import GatewaySpec
 from sparkstack.supervisor.runtime import ModelState
 
-CORS_ORIGIN = "sparkstack.cors_origin"
-"""Where the aiohttp guard middleware leaves an allowed foreign origin on a request."""
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -117,7 +115,6 @@ class Forwarder:
         """The aiohttp route handler of the forwarded routes (connections the lean
         server handed to aiohttp, or an app served by aiohttp alone)."""
         down = AiohttpDownstream(request)
-        down.cors_origin = request.get(CORS_ORIGIN)
         for name in ("Authorization", "Content-Type", "Content-Length"):
             if len(request.headers.getall(name, [])) > 1:
                 return await down.error(check_duplicates(name))
