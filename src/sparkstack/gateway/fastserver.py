@@ -188,18 +188,13 @@ class GatewayProtocol(asyncio.Protocol):
         server.open += 1
         server.connections.add(self)
         if server.open > self.spec.max_connections:
-            self.dead = True
-            transport.write(
-                error_answer(
-                    GatewayError(
-                        f"The gateway has {server.open - 1} open client connections, its "
-                        "limit (gateway.max_connections); retry shortly.",
-                        status=503, error_type="server_overloaded",
-                        code="too_many_connections",
-                    )
+            self._refuse(
+                GatewayError(
+                    f"The gateway has {server.open - 1} open client connections, its "
+                    "limit (gateway.max_connections); retry shortly.",
+                    status=503, error_type="server_overloaded", code="too_many_connections",
                 )
             )  # fmt: skip
-            transport.close()
             return
         self._arm(self.spec.client_header_timeout, self._idle_timeout)
 
