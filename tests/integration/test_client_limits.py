@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import resource
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from sparkstack.supervisor import Supervisor
 from sparkstack.supervisor.ports import free_port
 from tests.integration.conftest import StartStub
 
+log = logging.getLogger(__name__)
 CONNECTIONS = 5000
 TIMEOUT = 20.0
 CHAT = b'{"model": "stub", "messages": [{"role": "user", "content": "hi"}]}'
@@ -45,13 +47,11 @@ class Gateway:
     server: GatewayServer
 
 
-StartGatewayServer = Callable[[str], "asyncio.Future[Gateway]"]
+StartGatewayServer = Callable[[str], Awaitable[Gateway]]
 
 
 @pytest.fixture
-async def gateway_with(
-    start_stub: StartStub, tmp_path: Path
-) -> AsyncIterator[Callable[[str], AsyncIterator[Gateway]]]:
+async def gateway_with(start_stub: StartStub, tmp_path: Path) -> AsyncIterator[StartGatewayServer]:
     async def chat(request: web.Request) -> web.Response:
         await request.read()
         return web.json_response({"object": "chat.completion", "choices": []})
@@ -76,7 +76,7 @@ async def gateway_with(
         servers.append(server)
         return Gateway(port, server)
 
-    yield start  # type: ignore[misc]
+    yield start
     for server in servers:
         await server.cleanup()
     await session.close()
@@ -97,8 +97,32 @@ async def timed_request(port: int) -> float:
         writer.close()
 
 
+async def assert_all_closed_by_gateway(
+    gateway: Gateway, readers: list[asyncio.StreamReader], quarter: int
+) -> None:
+    """Every connection ends from the gateway's side after its timeouts; the
+    half-sent requests are told why (408), the idle ones just closed."""
+
+    async def closed_by_gateway(reader: asyncio.StreamReader) -> bytes:
+        return await asyncio.wait_for(reader.read(), 2 * TIMEOUT + 10)
+
+    answers = await asyncio.gather(*(closed_by_gateway(reader) for reader in readers))
+    refused = [answer for answer in answers if answer]
+    assert len(answers) == CONNECTIONS
+    for answer in refused:
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        body = json.loads(answer.partition(b"\r\n\r\n")[2])
+        assert body["error"]["code"] == "request_timeout"
+    assert len(refused) == 2 * quarter
+    for _ in range(50):
+        if gateway.server.open == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert gateway.server.open == 0
+
+
 async def test_5000_idle_and_half_sent_connections_neither_starve_nor_stay(
-    gateway_with: Callable[[str], asyncio.Future[Gateway]],
+    gateway_with: StartGatewayServer,
 ) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     needed = 2 * CONNECTIONS + 500  # both ends live in this process
@@ -143,33 +167,18 @@ async def test_5000_idle_and_half_sent_connections_neither_starve_nor_stay(
                 await asyncio.gather(*(half_sent(data) for _ in range(250)))
         for _ in range(0, CONNECTIONS - 3 * quarter, 250):
             await asyncio.gather(*(kept_alive() for _ in range(250)))
-        print(f"{len(clients)} connections opened in {time.monotonic() - began:.1f} s")
+        log.info("%d connections opened in %.1f s", len(clients), time.monotonic() - began)
         await asyncio.sleep(0.2)
         assert gateway.server.open >= CONNECTIONS
         latencies = [await timed_request(port) for _ in range(9)]
-        print(f"normal request latency with {gateway.server.open} open connections: "
-              f"median {statistics.median(latencies) * 1000:.1f} ms, "
-              f"max {max(latencies) * 1000:.1f} ms")  # fmt: skip
+        log.info(
+            "normal request latency with %d open connections: median %.1f ms, max %.1f ms",
+            gateway.server.open, statistics.median(latencies) * 1000, max(latencies) * 1000,
+        )  # fmt: skip
         assert statistics.median(latencies) < 0.050
         assert time.monotonic() - began < TIMEOUT  # all of it ran before any timeout
 
-        # the gateway closes every one of them itself after its timeouts
-        async def closed_by_gateway(reader: asyncio.StreamReader) -> bytes:
-            return await asyncio.wait_for(reader.read(), 2 * TIMEOUT + 10)
-
-        answers = await asyncio.gather(*(closed_by_gateway(r) for r, _ in clients))
-        refused = [a for a in answers if a]
-        assert len(answers) == CONNECTIONS
-        for answer in refused:  # half-sent requests are told why
-            assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
-            body = json.loads(answer.partition(b"\r\n\r\n")[2])
-            assert body["error"]["code"] == "request_timeout"
-        assert len(refused) == 2 * quarter
-        for _ in range(50):
-            if gateway.server.open == 0:
-                break
-            await asyncio.sleep(0.1)
-        assert gateway.server.open == 0
+        await assert_all_closed_by_gateway(gateway, [reader for reader, _ in clients], quarter)
         assert await timed_request(port) < 1.0
     finally:
         for _, writer in clients:
@@ -177,7 +186,7 @@ async def test_5000_idle_and_half_sent_connections_neither_starve_nor_stay(
 
 
 async def test_connections_beyond_the_cap_get_a_503(
-    gateway_with: Callable[[str], asyncio.Future[Gateway]],
+    gateway_with: StartGatewayServer,
 ) -> None:
     gateway = await gateway_with("max_connections: 20")
     port = gateway.port

@@ -159,8 +159,8 @@ async def test_same_origin_and_allowed_origin_work(gateway: Gateway) -> None:
         async with client.options(gateway.url + "/v1/chat/completions", headers=headers) as r:
             assert r.status == 204
             assert r.headers["Access-Control-Allow-Origin"] == ALLOWED
-        body = {"model": "stub", "messages": [{"role": "user", "content": "hi"}]}
-        async with client.post(gateway.url + "/v1/chat/completions", json=body,
+        chat = {"model": "stub", "messages": [{"role": "user", "content": "hi"}]}
+        async with client.post(gateway.url + "/v1/chat/completions", json=chat,
                                headers={"Origin": ALLOWED}) as r:  # fmt: skip
             assert r.status == 200
             assert r.headers["Access-Control-Allow-Origin"] == ALLOWED

@@ -254,7 +254,7 @@ async def test_every_hostile_input_is_an_openai_shaped_4xx_and_the_gateway_keeps
     process = psutil.Process()
     rss_start = process.memory_info().rss
     failures = []
-    for rounds in range(3):  # repeated: memory must not grow with each round
+    for _round in range(3):  # repeated: memory must not grow with each round
         for hostile in HOSTILE:
             request = hostile.request.replace(b"{host}", f"{host}:{port}".encode())
             status, body = await exchange(host, port, request)

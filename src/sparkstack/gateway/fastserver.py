@@ -26,8 +26,8 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from typing import cast
 from http import HTTPStatus
+from typing import cast
 
 import httptools
 from aiohttp import web
