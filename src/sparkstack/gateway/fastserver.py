@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import cast
@@ -44,6 +45,7 @@ MAX_HEAD = 65536
 MAX_HEADERS = 128
 _BACKLOG = 65536
 _LINGER = 2.0
+_SWEEP = 0.25
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _UNIQUE = frozenset({b"authorization", b"content-type", b"content-length", b"host", b"origin"})
 _STREAM = b"Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"
@@ -103,6 +105,18 @@ class GatewayServer:
             keepalive_timeout=spec.client_idle_timeout,
         )  # fmt: skip
         self._server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def _sweep(self) -> None:
+        """Run each connection's timeout once its deadline passed (checked every
+        ``_SWEEP`` seconds: one timer for all connections instead of one per request)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(_SWEEP)
+            now = loop.time()
+            for conn in [c for c in self.connections if 0 < c.deadline <= now]:
+                conn.deadline = 0.0
+                conn.on_deadline()
 
     async def start(self, host: str, port: int, backlog: int = 1024) -> None:
         await self.runner.setup()
@@ -114,6 +128,7 @@ class GatewayServer:
         except OSError:
             await self.runner.cleanup()
             raise
+        self._sweeper = loop.create_task(self._sweep())
 
     def aiohttp_protocol(self) -> asyncio.Protocol:
         server = self.runner.server
@@ -124,6 +139,8 @@ class GatewayServer:
         """Stop listening, end this server's connections, then aiohttp's."""
         if self._server is not None:
             self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for conn in list(self.connections):
             conn.shutdown()
         await self.runner.cleanup()
@@ -168,7 +185,9 @@ class GatewayProtocol(asyncio.Protocol):
         self.current: _Incoming | None = None
         self.queue: deque[_Incoming] = deque()
         self.task: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0
+        """loop.time() past which ``on_deadline`` runs (0: none); one sweeper checks all."""
+        self.on_deadline: Callable[[], None] = self._idle_timeout
         self.feed: bytes = b""
         self.completed_in_feed = False
         self.raw: list[bytes] | None = None
@@ -230,18 +249,14 @@ class GatewayProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def _arm(self, seconds: float, callback: object) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = self.loop.call_later(seconds, callback)  # type: ignore[arg-type]
+    def _arm(self, seconds: float, callback: Callable[[], None]) -> None:
+        self.deadline = self.loop.time() + seconds
+        self.on_deadline = callback
 
     def _disarm(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.deadline = 0.0
 
     def _idle_timeout(self) -> None:
-        self.timer = None
         if self.current is not None:
             self._refuse(timed_out("its request headers", self.spec.client_header_timeout,
                                    "client_header_timeout"))  # fmt: skip
@@ -249,7 +264,6 @@ class GatewayProtocol(asyncio.Protocol):
             self.transport.close()
 
     def _body_timeout(self) -> None:
-        self.timer = None
         self._refuse(timed_out("its request body", self.spec.client_body_timeout,
                                "client_body_timeout"))  # fmt: skip
 

@@ -29,6 +29,9 @@ def _no_constant(name: str) -> Any:
     raise _Refused(f"{name} is not a JSON number")
 
 
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+
+
 def _depth(body: bytes) -> int:
     """The deepest bracket nesting, counted only when the body could be deep:
     a cheap upper bound (brackets inside strings count too) decides first."""
