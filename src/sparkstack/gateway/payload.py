@@ -74,7 +74,7 @@ def parse_payload(body: bytes) -> tuple[dict[str, Any], str]:
     if _depth(body) > MAX_DEPTH:
         raise bad_request(f"The request body nests deeper than {MAX_DEPTH} levels.")
     try:
-        payload = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        payload = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise bad_request(f"The request body is not valid JSON: {exc}.") from exc
     except _Refused as exc:
