@@ -185,6 +185,11 @@ async def test_openai_client_works(gateway: Gateway) -> None:
             assert text == "hello"
             models = await client.models.list()
             assert [m.id for m in models.data] == ["stub"]
+            # its keep-alive connection now belongs to aiohttp's side: still served
+            again = await client.chat.completions.create(
+                model="stub", messages=[{"role": "user", "content": "hi"}]
+            )
+            assert again.choices[0].message.content == "hello"
         finally:
             await client.close()
 
