@@ -267,8 +267,8 @@ class GatewayProtocol(asyncio.Protocol):
         if self.dead:
             return
         if self.handing_off:
-            assert self.raw is not None
-            self.raw.append(data)
+            if self.raw is not None:  # None: a pipelined hand-off, refused when its turn comes
+                self.raw.append(data)
             return
         if self.task is not None:  # early or pipelined bytes: parsed after the answer
             self.backlog.append(data)
