@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -305,3 +306,19 @@ async def test_engine_openai_errors_pass_through_untouched(gateway: str) -> None
         host, port, post(body).replace(b"{host}", f"{host}:{port}".encode())
     )
     assert status == 400 and answer == FAULTS["openai"][2]
+
+
+async def test_pipelined_requests_are_answered_in_order(gateway: str) -> None:
+    parts = urlsplit(gateway)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    one = post(CHAT).replace(b"{host}", f"{host}:{port}".encode())
+    models = f"GET /v1/models HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(one + one + models)
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)
+    assert statuses == [b"200", b"200", b"400"], answer  # aiohttp's route cannot be pipelined in
+    assert b"pipelined" in answer
