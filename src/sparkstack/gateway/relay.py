@@ -15,13 +15,9 @@ from sparkstack.gateway.engine_errors import engine_error, is_openai_error
 from sparkstack.gateway.metrics import GatewayMetrics
 from sparkstack.gateway.openai_errors import error_json, sse_error_event, upstream_error
 from sparkstack.gateway.stream_usage import UsageCounter, wants_stream_usage
-from sparkstack.gateway.upstream import (
-    UpstreamBrokenError,
-    UpstreamConnectError,
-    UpstreamPool,
-    UpstreamResponse,
-)
+from sparkstack.gateway.upstream import UpstreamBrokenError, UpstreamConnectError
 from sparkstack.gateway.upstream_aiohttp import AiohttpResponse, aiohttp_post
+from sparkstack.gateway.upstream_fast import FastUpstreamPool, FastUpstreamResponse
 from sparkstack.stack.schema import GatewaySpec
 from sparkstack.supervisor.runtime import ModelRuntime
 
@@ -35,7 +31,7 @@ class Relay:
         self.timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=spec.connect_timeout, sock_read=spec.read_timeout
         )
-        self.pool = UpstreamPool(spec.connect_timeout, spec.read_timeout)
+        self.pool = FastUpstreamPool(spec.connect_timeout, spec.read_timeout)
 
     async def forward(
         self, ctx: RequestContext, down: Downstream, runtime: ModelRuntime, path: str
@@ -52,7 +48,7 @@ class Relay:
             counter = UsageCounter(prompt_tokens)
         if ctx.query:
             path = f"{path}?{ctx.query}"
-        upstream: UpstreamResponse | AiohttpResponse
+        upstream: FastUpstreamResponse | AiohttpResponse
         try:
             if runtime.base_url.startswith("http://"):
                 upstream = await self.pool.post(runtime.base_url, path, ctx.body, headers)
@@ -99,7 +95,7 @@ class Relay:
         self,
         ctx: RequestContext,
         down: Downstream,
-        upstream: UpstreamResponse | AiohttpResponse,
+        upstream: FastUpstreamResponse | AiohttpResponse,
         runtime: ModelRuntime,
         counter: UsageCounter | None,
     ) -> None:
