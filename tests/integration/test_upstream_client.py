@@ -96,13 +96,13 @@ async def test_keep_alive_connections_are_reused(
         nonlocal connections
         connections += 1
         body = b'{"object": "chat.completion", "choices": []}'
-        while True:
-            try:
+        try:
+            while True:
                 await read_request(reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n%b" % (len(body), body))  # fmt: skip
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%b" % (len(body), body))  # fmt: skip
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
 
     gateway = await start_test_gateway(await raw_engine(keep_alive))
     async with aiohttp.ClientSession() as client:
