@@ -23,7 +23,7 @@ from sparkstack.settings import Settings
 from sparkstack.stack import load_stack_text
 from sparkstack.supervisor import Supervisor
 from sparkstack.supervisor.ports import free_port
-from sparkstack.supervisor.run_file import RunFile
+from sparkstack.supervisor.run_file import ProcessIdentity, RunFile
 from sparkstack.supervisor.runtime import ModelState
 from tests.integration.conftest import StartStub
 
@@ -87,7 +87,9 @@ async def gateway(start_stub: StartStub, tmp_path: Path) -> AsyncIterator[Gatewa
         app = build_app(supervisor.models, session, stack.gateway, None, admin=control)
         server = await start_gateway(app, "127.0.0.1", port)
         url = f"http://127.0.0.1:{port}"
-        RunFile(pid=os.getpid(), gateway_url=url).write(tmp_path / "run.json")
+        me = ProcessIdentity.of(os.getpid())
+        assert me is not None
+        RunFile(up=me, gateway_url=url).write(tmp_path / "run.json")
         try:
             yield Gateway(url, port, supervisor, unloads, tmp_path)
         finally:

@@ -166,7 +166,7 @@ HOSTILE = [
         b"POST /v1/nothing HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n",
         404,
     ),  # fmt: skip
-    Hostile("path traversal", b"GET /../../etc/passwd HTTP/1.1\r\nHost: {host}\r\n\r\n", 404),
+    Hostile("path traversal", b"GET /../../etc/passwd HTTP/1.1\r\nHost: {host}\r\n\r\n", 400),
 ]
 
 

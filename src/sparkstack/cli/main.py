@@ -134,6 +134,9 @@ def down(timeout: float) -> None:
     if not report.found:
         click.echo("no stack is running")
         return
+    if report.stale_up:
+        click.echo("the recorded `sparkstack up` is not running any more (its pid is gone or "
+                   "belongs to another process now, which was left alone)")  # fmt: skip
     for name in report.killed_groups:
         click.echo(f"killed leftover processes of {name}")
     click.echo("stack stopped")

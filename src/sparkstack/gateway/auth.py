@@ -30,9 +30,18 @@ class Authorizer:
         return self.check_header(values[0] if values else None, admin)
 
     def check_header(self, header: str | None, admin: bool = False) -> KeyRecord | None:
-        if not self.enabled:
+        """Once keys are required, a missing, empty or damaged key file refuses everything."""
+        if self.keys is None:
             return None
-        assert self.keys is not None
+        self.keys.refresh()
+        if not self.keys.enabled:
+            return None
+        if self.keys.problem:
+            raise _auth_error(
+                f"The gateway accepts no key now: {self.keys.problem}. Restore the key file "
+                "or create a key with `sparkstack keys create NAME`.",
+                "key_file_unavailable",
+            )
         header = header or ""
         if not header.startswith("Bearer ") or len(header) <= 7:
             raise _auth_error(

@@ -38,6 +38,7 @@ from sparkstack.gateway.context import JSON, RequestContext
 from sparkstack.gateway.fastanswer import Answer, error_answer
 from sparkstack.gateway.guard import check_duplicates
 from sparkstack.gateway.openai_errors import bad_header, error_json, timed_out, too_large
+from sparkstack.gateway.request_target import check_target
 
 log = logging.getLogger("sparkstack.gateway")
 
@@ -356,6 +357,8 @@ class GatewayProtocol(asyncio.Protocol):
         current.http11 = parser.get_http_version() == "1.1"
         headers = current.headers
         try:
+            if query:
+                check_target(current.url.decode("latin-1"))  # smuggling in the query: a 400
             if current.duplicate is not None:
                 raise check_duplicates(current.duplicate.decode().title())
             host = headers.get(b"host")

@@ -27,6 +27,7 @@ from sparkstack.gateway.metrics import GatewayMetrics
 from sparkstack.gateway.openai_errors import error_json, sse_error_event, too_large
 from sparkstack.gateway.payload import parse_payload
 from sparkstack.gateway.relay import Relay
+from sparkstack.gateway.request_target import check_target
 from sparkstack.gateway.routing import Router
 from sparkstack.gateway.wake import Waker, WakeWaiter
 from sparkstack.stack.schema import GatewaySpec
@@ -88,11 +89,13 @@ class Forwarder:
         if model != runtime.upstream_model:
             payload["model"] = runtime.upstream_model
             ctx.body = json.dumps(payload).encode()
-        self.limiter.admit(key)
         name = runtime.name
+        self.limiter.admit(key, name)
         metrics = self.metrics
         metrics.inflight[name] += 1
         metrics.bytes_in[name] += len(ctx.body)
+        if runtime.inflight == 0:
+            runtime.busy_since = time.monotonic()
         runtime.inflight += 1
         try:
             if runtime.state is not ModelState.READY and await self.waiter.wait(ctx, down, runtime):
@@ -105,7 +108,7 @@ class Forwarder:
             metrics.error(name, "client_disconnect")
             raise
         finally:
-            self.limiter.release(key)
+            self.limiter.release(key, name)
             metrics.inflight[name] -= 1
             runtime.inflight -= 1
             runtime.last_used = time.monotonic()
@@ -115,6 +118,11 @@ class Forwarder:
         """The aiohttp route handler of the forwarded routes (connections the lean
         server handed to aiohttp, or an app served by aiohttp alone)."""
         down = AiohttpDownstream(request)
+        if request.raw_path != request.path:
+            try:
+                check_target(request.raw_path)  # encoded bytes or a query: look closer
+            except GatewayError as exc:
+                return await down.error(exc)
         for name in ("Authorization", "Content-Type", "Content-Length"):
             if len(request.headers.getall(name, [])) > 1:
                 return await down.error(check_duplicates(name))

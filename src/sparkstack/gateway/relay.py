@@ -7,15 +7,26 @@ client's stream with an SSE error event and ``[DONE]``."""
 from __future__ import annotations
 
 import time
+from urllib.parse import parse_qsl
 
 import aiohttp
 
 from sparkstack.gateway.context import EVENT_STREAM, JSON, Downstream, RequestContext
 from sparkstack.gateway.engine_errors import engine_error, is_openai_error
 from sparkstack.gateway.metrics import GatewayMetrics
-from sparkstack.gateway.openai_errors import error_json, sse_error_event, upstream_error
+from sparkstack.gateway.openai_errors import (
+    bad_request,
+    error_json,
+    sse_error_event,
+    upstream_error,
+)
+from sparkstack.gateway.request_target import upstream_target
 from sparkstack.gateway.stream_usage import UsageCounter, wants_stream_usage
-from sparkstack.gateway.upstream import UpstreamBrokenError, UpstreamConnectError
+from sparkstack.gateway.upstream import (
+    UnsafeRequestError,
+    UpstreamBrokenError,
+    UpstreamConnectError,
+)
 from sparkstack.gateway.upstream_aiohttp import AiohttpResponse, aiohttp_post
 from sparkstack.gateway.upstream_fast import FastUpstreamPool, FastUpstreamResponse
 from sparkstack.stack.schema import GatewaySpec
@@ -47,26 +58,10 @@ class Relay:
             )
             counter = UsageCounter(prompt_tokens)
         if ctx.query:
-            path = f"{path}?{ctx.query}"
-        upstream: FastUpstreamResponse | AiohttpResponse
-        try:
-            if runtime.base_url.startswith("http://"):
-                upstream = await self.pool.post(runtime.base_url, path, ctx.body, headers)
-            else:
-                upstream = await aiohttp_post(
-                    self.session, runtime.base_url + path, ctx.body, headers, self.timeout
-                )
-        except (UpstreamConnectError, UpstreamBrokenError) as exc:
-            self.metrics.error(runtime.name, "upstream_unreachable")
-            raise upstream_error(
-                f"The engine of model {runtime.name!r} is not reachable at "
-                f"{runtime.base_url} ({exc}); see `sparkstack logs {runtime.name}`."
-            ) from exc
-        except TimeoutError as exc:
-            self.metrics.error(runtime.name, "upstream_timeout")
-            raise upstream_error(
-                f"The engine of model {runtime.name!r} did not answer in time.", status=504
-            ) from exc
+            allowed = runtime.adapter.query_params
+            path = upstream_target(path, parse_qsl(ctx.query, keep_blank_values=True), allowed)
+        upstream = await self._send(runtime, path, ctx.body, headers)
+        runtime.last_byte = time.monotonic()
         try:
             content_type = upstream.content_type
             if content_type.startswith(EVENT_STREAM) or down.started:
@@ -91,6 +86,30 @@ class Relay:
         finally:
             upstream.close()
 
+    async def _send(
+        self, runtime: ModelRuntime, path: str, body: bytes, headers: dict[str, str]
+    ) -> FastUpstreamResponse | AiohttpResponse:
+        """The engine's answer head, or the error that says why there is none."""
+        try:
+            if runtime.base_url.startswith("http://"):
+                return await self.pool.post(runtime.base_url, path, body, headers)
+            return await aiohttp_post(
+                self.session, runtime.base_url + path, body, headers, self.timeout
+            )
+        except UnsafeRequestError as exc:
+            raise bad_request(f"The request cannot be sent to the engine safely: {exc}.") from exc
+        except (UpstreamConnectError, UpstreamBrokenError) as exc:
+            self.metrics.error(runtime.name, "upstream_unreachable")
+            raise upstream_error(
+                f"The engine of model {runtime.name!r} is not reachable at "
+                f"{runtime.base_url} ({exc}); see `sparkstack logs {runtime.name}`."
+            ) from exc
+        except TimeoutError as exc:
+            self.metrics.error(runtime.name, "upstream_timeout")
+            raise upstream_error(
+                f"The engine of model {runtime.name!r} did not answer in time.", status=504
+            ) from exc
+
     async def _relay_stream(
         self,
         ctx: RequestContext,
@@ -113,6 +132,7 @@ class Relay:
         sent = 0
         try:
             async for chunk in upstream.iter_chunks():
+                runtime.last_byte = time.monotonic()
                 if not sent:
                     self.metrics.ttft[name].observe(time.perf_counter() - ctx.started)
                 await down.write(counter.feed(chunk) if counter else chunk)
