@@ -150,6 +150,9 @@ async def _serve(
 
         def record(runtime: ModelRuntime) -> None:
             metrics.event(runtime.name, runtime.state.value)
+            record_pid(runtime)
+
+        def record_pid(runtime: ModelRuntime) -> None:
             known = run_file.engines.get(runtime.name)
             if runtime.pid is None:
                 run_file.engines.pop(runtime.name, None)
@@ -162,6 +165,7 @@ async def _serve(
         supervisor = Supervisor(
             stack, settings, session, on_change=record, plan=plan,
             on_event=lambda runtime, event: metrics.event(runtime.name, event),
+            on_spawn=record_pid,
         )  # fmt: skip
         app = build_app(
             supervisor.models, session, stack.gateway, keys, metrics, supervisor.wake,

@@ -34,7 +34,7 @@ def two_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProcess]:
         f"    liveness_interval: {INTERVAL}s\n    liveness_timeout: {TIMEOUT}s\n"
         f"    liveness_failures: {FAILURES}\n"
     )
-    stack.write_text(f"models:\n  frozen:\n{model}  steady:\n{model}")
+    stack.write_text(f"host_reserve_gib: 1\nmodels:\n  frozen:\n{model}  steady:\n{model}")
     with serving(stack, folder / "state", timeout=120) as up:
         yield up
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from sparkstack.cli.main import _fail
+from sparkstack.cli.errors import fail as _fail
 from sparkstack.errors import SparkstackError
 
 _SUBCOMMANDS = ("run", "compare", "plot")

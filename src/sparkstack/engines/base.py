@@ -8,6 +8,7 @@ hold no state: one instance serves every model of its engine.
 from __future__ import annotations
 
 import os
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +125,20 @@ class EngineAdapter(ABC):
             return os.environ.get(spec.api_key_env) or None
         return None
 
+    def can_sleep(self, planned: MemoryEstimate | None) -> bool:
+        """True when the engine, started with ``planned``'s flags, can sleep and wake
+        without a restart (otherwise an idle model is stopped)."""
+        return False
+
+    def sleep_level(self, unified: bool) -> int:
+        """The sleep level to use on this machine (``unified``: CPU and GPU share memory)."""
+        return 1
+
+    def kv_tokens_from_log(self, text: str) -> int | None:
+        """The KV-cache size (tokens or cells) the engine reported in ``text``, its log
+        since the last start; None when it says nothing."""
+        return None
+
     async def sleep(self, session: aiohttp.ClientSession, base_url: str, level: int,
                     api_key: str | None) -> None:  # fmt: skip
         raise EngineError(f"engine {self.name!r} has no sleep mode")
@@ -173,6 +188,12 @@ class EngineAdapter(ABC):
                 f"missing); {install_hint}, or set command: to a python that has it"
             )
         return [str(python), "-m", module]
+
+
+def last_match(pattern: re.Pattern[str], text: str) -> int | None:
+    """The number in the last match of ``pattern`` in ``text`` (commas allowed)."""
+    found = pattern.findall(text)
+    return int(found[-1].replace(",", "")) if found else None
 
 
 def local_source_env(source: str) -> dict[str, str]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import aiohttp
@@ -14,6 +15,7 @@ from sparkstack.engines.base import (
     LaunchSpec,
     MemoryEstimate,
     finish_launch,
+    last_match,
 )
 from sparkstack.engines.registry import register_engine
 from sparkstack.modelfacts.facts import ModelFacts
@@ -23,6 +25,7 @@ from sparkstack.settings import Settings
 from sparkstack.stack.schema import ModelSpec
 from sparkstack.stack.sources import resolve_model_source
 
+_KV_LINE = re.compile(r"llama_kv_cache: size =\s+[\d.]+ MiB \(\s*(\d+) cells")
 DEFAULT_CONTEXT = 4096
 N_UBATCH = 512
 RUNTIME_BYTES = 64 * 2**20
@@ -107,6 +110,9 @@ class LlamaCppEngine(EngineAdapter):
             engine_args=args,
             notes=notes,
         )
+
+    def kv_tokens_from_log(self, text: str) -> int | None:
+        return last_match(_KV_LINE, text)
 
     async def count_prompt_tokens(
         self,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import aiohttp
 
@@ -15,6 +16,7 @@ from sparkstack.engines.base import (
     LaunchSpec,
     MemoryEstimate,
     finish_launch,
+    last_match,
     planned_shape,
 )
 from sparkstack.engines.gpu_estimates import CUDA_RUNTIME_BYTES, activation_peak, graph_spike
@@ -27,6 +29,7 @@ from sparkstack.settings import Settings
 from sparkstack.stack.schema import ModelSpec
 from sparkstack.stack.sources import resolve_model_source
 
+_KV_LINE = re.compile(r"KV cache size: ([\d,]+) tokens")
 MAX_NUM_BATCHED_TOKENS = 2048
 """vLLM's default on GPUs under 70 GiB and on GB10, whose NVML total fails
 (engine/arg_utils.py get_batch_defaults)."""
@@ -78,6 +81,17 @@ class VllmEngine(EngineAdapter):
         return finish_launch(spec, source, head, planned, "/health")
 
     supports_sleep = True
+
+    def can_sleep(self, planned: MemoryEstimate | None) -> bool:
+        return planned is not None and "--enable-sleep-mode" in planned.engine_args
+
+    def sleep_level(self, unified: bool) -> int:
+        """Level 1 keeps the weights in host memory: on a unified-memory machine that
+        is the same pool and frees only the KV cache, so sleep there is level 2."""
+        return 2 if unified else 1
+
+    def kv_tokens_from_log(self, text: str) -> int | None:
+        return last_match(_KV_LINE, text)
 
     async def sleep(
         self, session: aiohttp.ClientSession, base_url: str, level: int, api_key: str | None

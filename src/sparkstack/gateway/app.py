@@ -5,12 +5,14 @@ gateway settings. Handlers stay thin; forwarding lives in proxy.py."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from sparkstack.engines.registry import forwarded_routes
 from sparkstack.errors import GatewayError, SparkstackError
 from sparkstack.gateway.auth import Authorizer
 from sparkstack.gateway.guard import PREFLIGHT_HEADERS, AccessGuard
@@ -26,10 +28,6 @@ from sparkstack.gateway.wake import Waker
 from sparkstack.stack.schema import GatewaySpec, Policy
 from sparkstack.supervisor.runtime import ModelRuntime, ModelState
 
-FORWARDED_ROUTES = (
-    "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses",
-    "/v1/rerank", "/v1/score", "/tokenize", "/detokenize",
-)  # fmt: skip
 _ENGINE_METRICS_TIMEOUT = aiohttp.ClientTimeout(total=3)
 
 METRICS_KEY = web.AppKey("metrics", GatewayMetrics)
@@ -93,10 +91,12 @@ def guard_middleware(guard: AccessGuard) -> Callable[..., Awaitable[web.StreamRe
     return middleware
 
 
-KNOWN_ROUTES = {
-    **{path: "POST" for path in FORWARDED_ROUTES},
-    "/v1/models": "GET", "/health": "GET", "/metrics": "GET", "/admin/status": "GET",
-}  # fmt: skip
+@functools.cache
+def known_routes() -> dict[str, str]:
+    """Every route's path and its method, for a 405 that names the right one."""
+    routes = {path: "POST" for path in forwarded_routes()}
+    routes.update({"/v1/models": "GET", "/health": "GET", "/metrics": "GET"})
+    return {**routes, "/admin/status": "GET"}
 
 
 async def not_found(request: web.Request) -> web.StreamResponse:
@@ -104,7 +104,7 @@ async def not_found(request: web.Request) -> web.StreamResponse:
         check_target(request.raw_path)  # a smuggling attempt is a 400, not a 404
     except GatewayError as exc:
         return error_response(exc)
-    allowed = KNOWN_ROUTES.get(request.path)
+    allowed = known_routes().get(request.path)
     if allowed is None and request.path.startswith("/admin/models/"):
         allowed = "POST"
     if allowed is not None:
@@ -117,7 +117,7 @@ async def not_found(request: web.Request) -> web.StreamResponse:
     return error_response(
         GatewayError(
             f"Not Found: {request.method} {request.path}. The gateway serves "
-            f"{', '.join(FORWARDED_ROUTES)}, GET /v1/models, /health, /metrics.",
+            f"{', '.join(forwarded_routes())}, GET /v1/models, /health, /metrics.",
             status=404,
             error_type="invalid_request_error",
             code="unknown_route",
@@ -254,7 +254,7 @@ def build_app(
             "/admin/models/{name}/{action:load|unload|sleep|wake}", openai_errors(admin_action)
         )
     app.router.add_get("/metrics", openai_errors(prometheus))
-    for path in FORWARDED_ROUTES:
+    for path in forwarded_routes():
         app.router.add_post(path, forwarder.handle)
     app.router.add_route("*", r"/{tail:[\s\S]*}", not_found)  # "." skips newlines
     return app

@@ -32,8 +32,9 @@ from typing import cast
 import httptools
 from aiohttp import web
 
+from sparkstack.engines.registry import forwarded_routes
 from sparkstack.errors import GatewayError
-from sparkstack.gateway.app import FORWARDED_ROUTES, FORWARDER_KEY, GUARD_KEY, SPEC_KEY
+from sparkstack.gateway.app import FORWARDER_KEY, GUARD_KEY, SPEC_KEY
 from sparkstack.gateway.context import JSON, RequestContext
 from sparkstack.gateway.fastanswer import Answer, error_answer
 from sparkstack.gateway.guard import check_duplicates
@@ -78,7 +79,7 @@ class GatewayServer:
         self.guard = app[GUARD_KEY]
         self.spec = spec = app[SPEC_KEY]
         self.max_body = self.forwarder.max_body
-        self.routes = frozenset(FORWARDED_ROUTES)
+        self.routes = frozenset(forwarded_routes())
         self.connections: set[GatewayProtocol] = set()
         self.open = 0
         """Open client connections, those handed to aiohttp included."""

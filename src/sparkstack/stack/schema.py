@@ -10,7 +10,14 @@ import re
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -212,12 +219,12 @@ class ModelSpec(_Strict):
 
     @field_validator("engine")
     @classmethod
-    def _check_engine(cls, value: str) -> str:
-        from sparkstack.engines.registry import known_engines
-
-        known = known_engines()
-        if value not in known:
-            raise ValueError(f"unknown engine {value!r}; use one of: {', '.join(known)}")
+    def _check_engine(cls, value: str, info: ValidationInfo) -> str:
+        """Known engine names come from the caller (``load_stack(..., engines=...)``):
+        the stack layer sits below the engines and asks no registry itself."""
+        known = (info.context or {}).get("engines")
+        if known is not None and value not in known:
+            raise ValueError(f"unknown engine {value!r}; use one of: {', '.join(sorted(known))}")
         return value
 
     @field_validator("aliases")
