@@ -22,13 +22,12 @@ from sparkstack.gateway import build_app
 from sparkstack.gateway.fastserver import GatewayServer
 from sparkstack.gateway.keys import KeyIndex, KeyStore
 from sparkstack.gateway.metrics import GatewayMetrics
-from sparkstack.planner.machine import probe
+from sparkstack.machine import probe
 from sparkstack.planner.plan import StackPlan
 from sparkstack.settings import Settings
-from sparkstack.shutdown import kill_leftovers
 from sparkstack.stack.schema import Stack
 from sparkstack.supervisor import ModelRuntime, Supervisor
-from sparkstack.supervisor.run_file import ProcessIdentity, RunFile
+from sparkstack.supervisor.run_file import ProcessIdentity, RunFile, kill_leftovers
 from sparkstack.supervisor.watchdog import MemoryWatchdog, sampler_for
 
 log = logging.getLogger("sparkstack")

@@ -10,10 +10,8 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-import psutil
-
 from sparkstack.settings import Settings
-from sparkstack.supervisor.run_file import ProcessIdentity, RunFile
+from sparkstack.supervisor.run_file import RunFile, kill_leftovers
 
 
 @dataclass
@@ -23,21 +21,6 @@ class DownReport:
     stale_up: bool = False
     """The recorded `up` pid is gone or now another process: it was not signalled."""
     killed_groups: list[str] = field(default_factory=list)
-
-
-def kill_leftovers(engines: dict[str, ProcessIdentity]) -> list[str]:
-    """SIGKILL every live member of the recorded engine groups; their model names."""
-    killed = []
-    for name, identity in engines.items():
-        members = identity.group()
-        for proc in members:
-            try:
-                proc.send_signal(signal.SIGKILL)
-            except psutil.Error:
-                continue
-        if members:
-            killed.append(name)
-    return killed
 
 
 def bring_down(settings: Settings, timeout: float = 60.0) -> DownReport:

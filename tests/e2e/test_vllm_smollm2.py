@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sparkstack.bench.records import read_requests_csv
-from sparkstack.planner.machine import GIB
+from sparkstack.machine import GIB
 from sparkstack.planner.plan import build_plan
 from sparkstack.stack import load_stack
 from tests.support import UpProcess, bench_cli, serving, smollm2_hf_folder

@@ -25,8 +25,8 @@ from sparkstack.engines.registry import known_engines
 from sparkstack.env_file import load_env_file
 from sparkstack.errors import DoesNotFitError, SparkstackError
 from sparkstack.gateway.keys import KeyStore
+from sparkstack.machine import resolve_machine
 from sparkstack.modelfacts.inspect import inspect_source
-from sparkstack.planner.machine import resolve_machine
 from sparkstack.planner.plan import build_plan
 from sparkstack.planner.render import render_facts, render_plan
 from sparkstack.serve import install_uvloop, serve

@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 import aiohttp
 
 from sparkstack.errors import EngineError, SparkstackError
+from sparkstack.machine import MachineProfile
 from sparkstack.modelfacts.facts import ModelFacts
-from sparkstack.planner.machine import MachineProfile
 from sparkstack.settings import Settings
 from sparkstack.stack.schema import ModelSpec
 from sparkstack.stack.sources import resolve_model_source
@@ -208,11 +208,13 @@ def kv_dtype_bytes(spec: ModelSpec, facts: ModelFacts) -> int:
 
 def planned_shape(spec: ModelSpec, facts: ModelFacts) -> tuple[int, int, int]:
     """(max model length, sequences, KV bytes per element) a plan sizes the KV cache for."""
-    return (
-        spec.context or facts.max_context or 2048,
-        spec.concurrency or 1,
-        kv_dtype_bytes(spec, facts),
-    )
+    context = spec.context or facts.max_context
+    if not context:
+        raise EngineError(
+            f"models.{spec.name}.context: the model's config gives no context length "
+            "(max_position_embeddings or an alias); set context: in the stack file"
+        )
+    return context, spec.concurrency or 1, kv_dtype_bytes(spec, facts)
 
 
 def planned_parts(planned: MemoryEstimate | None) -> tuple[list[str], dict[str, str]]:

@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from sparkstack.machine import Device
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
@@ -127,7 +129,7 @@ class MachineSpec(_Strict):
     total_gib: float = Field(gt=0, description="Memory the engines draw from (GiB).")
     bandwidth_gbs: float | None = Field(default=None, gt=0, description="Memory GB/s.")
     unified: bool = Field(default=True, description="CPU and GPU share the memory.")
-    device: str = Field(default="cuda", description="cuda or cpu.")
+    device: Device = Field(default="cuda", description="cuda or cpu.")
 
 
 class ModelSpec(_Strict):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -73,6 +74,21 @@ class ProcessIdentity:
             elif proc.info["create_time"] + _START_TOLERANCE >= self.started:
                 members.append(proc)
         return members
+
+
+def kill_leftovers(engines: dict[str, ProcessIdentity]) -> list[str]:
+    """SIGKILL every live member of the recorded engine groups; their model names."""
+    killed = []
+    for name, identity in engines.items():
+        members = identity.group()
+        for proc in members:
+            try:
+                proc.send_signal(signal.SIGKILL)
+            except psutil.Error:
+                continue
+        if members:
+            killed.append(name)
+    return killed
 
 
 def _exe(proc: psutil.Process) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from sparkstack.planner.machine import MachineProfile
+from sparkstack.machine import MachineProfile
 from sparkstack.supervisor.runtime import ModelState
 
 if TYPE_CHECKING:
