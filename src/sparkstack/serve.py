@@ -17,7 +17,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from sparkstack.errors import SupervisorError
+from sparkstack.cluster.head import fail_spanning, start_cluster
+from sparkstack.errors import SparkstackError, SupervisorError
 from sparkstack.gateway import build_app
 from sparkstack.gateway.fastserver import GatewayServer
 from sparkstack.gateway.keys import KeyIndex, KeyStore
@@ -127,9 +128,41 @@ async def serve(stack: Stack, settings: Settings, plan: StackPlan | None = None)
             loop.remove_signal_handler(sig)
 
 
-async def _serve(
-    stack: Stack, settings: Settings, plan: StackPlan | None, stop: asyncio.Event
-) -> None:
+class Recorder:
+    """Where lifecycle news goes: the gateway's metrics, the telemetry document and
+    the run file (each engine's identity, so `down` finds it from another shell)."""
+
+    def __init__(self, metrics: GatewayMetrics, run_file: RunFile, settings: Settings) -> None:
+        self.metrics = metrics
+        self.run_file = run_file
+        self.settings = settings
+        self.telemetry: Telemetry | None = None
+
+    def state_changed(self, runtime: ModelRuntime) -> None:
+        self.metrics.event(runtime.name, runtime.state.value)
+        if self.telemetry is not None:
+            self.telemetry.state_changed(runtime)
+        self.spawned(runtime)
+
+    def spawned(self, runtime: ModelRuntime) -> None:
+        engines = self.run_file.engines
+        known = engines.get(runtime.name)
+        if runtime.pid is None:
+            engines.pop(runtime.name, None)
+        elif known is None or known.pid != runtime.pid:
+            identity = ProcessIdentity.of(runtime.pid)
+            if identity is not None:
+                engines[runtime.name] = identity
+        self.run_file.write(self.settings.run_file)
+
+    def event(self, runtime: ModelRuntime, event: str) -> None:
+        self.metrics.event(runtime.name, event)
+        if self.telemetry is not None:
+            self.telemetry.event(runtime, event)
+
+
+def open_keys(stack: Stack, settings: Settings) -> KeyIndex:
+    """The key index; refuses to listen beyond loopback without a valid key file."""
     keys = KeyIndex(KeyStore(settings.keys_file), required=not stack.gateway.is_loopback)
     if keys.problem and not stack.gateway.is_loopback:
         raise SupervisorError(
@@ -137,49 +170,41 @@ async def _serve(
             f"{keys.problem}: every model would be open to the network. Create a key with "
             "`sparkstack keys create NAME` (or listen on 127.0.0.1)"
         )
+    return keys
+
+
+async def _serve(
+    stack: Stack, settings: Settings, plan: StackPlan | None, stop: asyncio.Event
+) -> None:
+    keys = open_keys(stack, settings)
     metrics = GatewayMetrics()
     host, port = stack.gateway.host, stack.gateway.port
     gateway_url = f"http://{host}:{port}"
     me = ProcessIdentity.of(os.getpid())
     assert me is not None
     run_file = RunFile(up=me, gateway_url=gateway_url)
+    recorder = Recorder(metrics, run_file, settings)
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
     async with aiohttp.ClientSession(
         connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
     ) as session:
-        telemetry: Telemetry | None = None
-
-        def record(runtime: ModelRuntime) -> None:
-            metrics.event(runtime.name, runtime.state.value)
-            if telemetry is not None:
-                telemetry.state_changed(runtime)
-            record_pid(runtime)
-
-        def record_pid(runtime: ModelRuntime) -> None:
-            known = run_file.engines.get(runtime.name)
-            if runtime.pid is None:
-                run_file.engines.pop(runtime.name, None)
-            elif known is None or known.pid != runtime.pid:
-                identity = ProcessIdentity.of(runtime.pid)
-                if identity is not None:
-                    run_file.engines[runtime.name] = identity
-            run_file.write(settings.run_file)
-
-        def on_event(runtime: ModelRuntime, event: str) -> None:
-            metrics.event(runtime.name, event)
-            if telemetry is not None:
-                telemetry.event(runtime, event)
-
         supervisor = Supervisor(
-            stack, settings, session, on_change=record, plan=plan, on_event=on_event,
-            on_spawn=record_pid,
+            stack, settings, session, on_change=recorder.state_changed, plan=plan,
+            on_event=recorder.event, on_spawn=recorder.spawned,
         )  # fmt: skip
         telemetry = Telemetry(supervisor.models, plan=plan, held=supervisor.held_bytes)
+        recorder.telemetry = telemetry
         app = build_app(
             supervisor.models, session, stack.gateway, keys, metrics, supervisor.wake,
             supervisor.control, telemetry,
         )  # fmt: skip
-        runner = await start_gateway(app, host, port)
+        ray_head = await start_cluster(stack, settings)
+        try:
+            runner = await start_gateway(app, host, port)
+        except SparkstackError:
+            if ray_head is not None:
+                await ray_head.stop()
+            raise
         background = BackgroundTasks(stop)
         try:
             run_file.write(settings.run_file)
@@ -196,10 +221,14 @@ async def _serve(
             background.spawn("start", supervisor.start_all())
             background.spawn("idle loop", supervisor.idle_loop())
             background.spawn("memory watchdog", watchdog.run())
+            if ray_head is not None:
+                background.spawn("cluster watch", ray_head.watch(fail_spanning(supervisor)))
             await stop.wait()
             log.info("shutting down")
         finally:
             await _shut_down(background, runner, supervisor, settings)
+            if ray_head is not None:
+                log.info("stopped Ray head: %s", await ray_head.stop())
         if background.failure:
             raise SupervisorError(
                 f"the stack stopped because {background.failure}; every engine was stopped "

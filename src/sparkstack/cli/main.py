@@ -22,6 +22,7 @@ from sparkstack import __version__
 from sparkstack.cli.bench import bench
 from sparkstack.cli.errors import EXIT_DOES_NOT_FIT, run
 from sparkstack.cli.export import export
+from sparkstack.cli.node import node
 from sparkstack.cli.watch import footprints, top
 from sparkstack.engines.registry import known_engines
 from sparkstack.env_file import load_env_file
@@ -178,6 +179,7 @@ def status(as_json: bool) -> None:
         click.echo(
             f"{row['name']:<16} {row['engine']:<9} {row['state']:<9} "
             f"{row['port'] or '-':>6} {row['pid'] or '-':>8} {_mib(row['rss_bytes']):>11}  "
+            f"{'on ' + ', '.join(row['nodes']) + ' ' if row.get('nodes') else ''}"
             f"{row['error'] or ''}"
         )
 
@@ -294,6 +296,7 @@ cli.add_command(bench)
 cli.add_command(export)
 cli.add_command(top)
 cli.add_command(footprints)
+cli.add_command(node)
 
 
 def main() -> None:

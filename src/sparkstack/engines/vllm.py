@@ -5,7 +5,9 @@ console script looks up the wrong distribution name), its memory model is in ``v
 from __future__ import annotations
 
 import json
+import math
 import re
+from dataclasses import replace
 
 import aiohttp
 
@@ -65,7 +67,9 @@ class VllmEngine(EngineAdapter):
         if spec.command is None:
             # vLLM's own key covers only /v1...; the guard covers every path.
             head += ["--middleware", f"{GUARD_MODULE}.RequireKey"]
-        return finish_launch(spec, source, head, planned, "/health")
+        return finish_launch(
+            spec, source, head, _per_rank(planned, spec.world_size), "/health", _parallel(spec)
+        )
 
     supports_sleep = True
 
@@ -135,3 +139,33 @@ async def _expect_sleeping(
     answer = await _call(session, "GET", f"{base_url}/is_sleeping", api_key)
     if not isinstance(answer, dict) or answer.get("is_sleeping") is not expected:
         raise EngineError(f"{base_url}/is_sleeping answered {answer!r}, expected {expected}")
+
+
+def _parallel(spec: ModelSpec) -> list[str]:
+    """Parallel sizes; a model spanning nodes runs its workers on Ray (the cluster
+    sparkstack brought up; the driver finds it through RAY_ADDRESS)."""
+    args: list[str] = []
+    if spec.tensor_parallel_size > 1:
+        args += ["--tensor-parallel-size", str(spec.tensor_parallel_size)]
+    if spec.pipeline_parallel_size > 1:
+        args += ["--pipeline-parallel-size", str(spec.pipeline_parallel_size)]
+    if spec.spans_nodes:
+        args += ["--distributed-executor-backend", "ray"]
+    return args
+
+
+def _per_rank(planned: MemoryEstimate | None, ranks: int) -> MemoryEstimate | None:
+    """vLLM reads --kv-cache-memory-bytes and --gpu-memory-utilization per GPU: with
+    several ranks each holds 1/ranks of the weights and KV (plus its own runtime)."""
+    if planned is None or ranks == 1:
+        return planned
+    args = list(planned.engine_args)
+    if "--kv-cache-memory-bytes" in args:
+        at = args.index("--kv-cache-memory-bytes") + 1
+        args[at] = str(int(args[at]) // ranks)
+    if "--gpu-memory-utilization" in args:
+        at = args.index("--gpu-memory-utilization") + 1
+        shared = (planned.weights_bytes + planned.kv_bytes) / ranks
+        whole = float(args[at]) / max(planned.total_bytes, 1)  # utilization per byte
+        args[at] = f"{math.ceil((shared + planned.overhead_bytes) * whole * 100) / 100:.2f}"
+    return replace(planned, engine_args=args)

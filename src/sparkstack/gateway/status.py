@@ -28,6 +28,8 @@ class ModelStatus(BaseModel):
     base_url: str
     error: str | None
     ready_seconds: float | None
+    nodes: list[str] = []
+    """Cluster nodes the model spans (empty: this host alone)."""
 
 
 def tree_rss(pid: int | None) -> int | None:
@@ -61,6 +63,7 @@ def model_status(runtime: ModelRuntime) -> ModelStatus:
         base_url=runtime.base_url,
         error=runtime.error,
         ready_seconds=runtime.ready_seconds,
+        nodes=list(runtime.spec.nodes),
     )
 
 

@@ -47,6 +47,14 @@ class ModelPlan(BaseModel):
         default=None, description="bandwidth / bytes read per decoded token at full context."
     )
     warnings: list[str] = Field(default_factory=list)
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    nodes: list[str] = Field(
+        default_factory=list, description="cluster only: the nodes it runs on (head first)."
+    )
+    per_node_bytes: int = Field(
+        default=0, description="cluster only: what it holds on each of its nodes."
+    )
 
     def estimate(self) -> MemoryEstimate:
         return MemoryEstimate(
@@ -71,6 +79,20 @@ class MachinePlan(BaseModel):
     bandwidth_bytes_per_s: float | None
 
 
+class NodePlan(BaseModel):
+    """One cluster node's budget: each machine must fit its own share, never only
+    the cluster in aggregate."""
+
+    name: str
+    address: str
+    budget_bytes: int
+    resident_bytes: int
+    peak_bytes: int
+    models: dict[str, int] = Field(description="model -> bytes it holds on this node.")
+    fits: bool
+    overflow_bytes: int
+
+
 class StackPlan(BaseModel):
     schema_version: int = SCHEMA_VERSION
     machine: MachinePlan
@@ -84,6 +106,9 @@ class StackPlan(BaseModel):
     fits: bool
     overflow_bytes: int
     suggestions: list[str] = Field(default_factory=list)
+    nodes: list[NodePlan] = Field(
+        default_factory=list, description="cluster only: each node's budget and share."
+    )
 
     def machine_profile(self) -> MachineProfile:
         m = self.machine
@@ -201,9 +226,54 @@ def build_plan(
         fits=overflow == 0,
         overflow_bytes=overflow,
     )
-    if overflow:
+    if stack.cluster is not None:
+        _plan_nodes(stack, result, machine)
+    if result.overflow_bytes:
         result.suggestions = suggestions(stack, result)
     return result
+
+
+def _plan_nodes(stack: Stack, result: StackPlan, machine: MachineProfile) -> None:
+    """Split each model over the nodes it spans and budget every node on its own.
+    Each of a model's tensor x pipeline ranks holds 1/ranks of its weights and KV
+    plus a runtime of its own; a node holds ranks/nodes of them."""
+    assert stack.cluster is not None
+    reserve = int(stack.host_reserve_gib * GIB)
+    shares: dict[str, dict[str, int]] = {node.name: {} for node in stack.cluster.nodes}
+    spikes: dict[str, list[int]] = {node.name: [0] for node in stack.cluster.nodes}
+    for model in result.models:
+        spec = stack.models[model.name]
+        model.tensor_parallel_size = spec.tensor_parallel_size
+        model.pipeline_parallel_size = spec.pipeline_parallel_size
+        model.nodes = spec.nodes or [stack.cluster.head.name]
+        count = len(model.nodes)
+        ranks_here = spec.world_size // count
+        model.per_node_bytes = (
+            model.weights_bytes + model.kv_bytes
+        ) // count + model.overhead_bytes * ranks_here
+        for name in model.nodes:
+            if model.policy == Policy.ALWAYS_ON.value:
+                shares[name][model.name] = model.per_node_bytes
+                spikes[name].append(model.spike_bytes // count)
+            else:
+                spikes[name].append(model.per_node_bytes + model.spike_bytes // count)
+    for node in stack.cluster.nodes:
+        profile = resolve_machine(node.machine) if node.machine is not None else machine
+        budget = profile.total_bytes - reserve
+        resident = sum(shares[node.name].values())
+        peak = resident + max(spikes[node.name])
+        result.nodes.append(
+            NodePlan(
+                name=node.name, address=node.address, budget_bytes=budget,
+                resident_bytes=resident, peak_bytes=peak, models=shares[node.name],
+                fits=peak <= budget, overflow_bytes=max(0, peak - budget),
+            )
+        )  # fmt: skip
+    # The cluster fits when every node does: the aggregate is never the test.
+    result.fits = all(node.fits for node in result.nodes)
+    result.overflow_bytes = max(node.overflow_bytes for node in result.nodes)
+    result.resident_bytes = max(node.resident_bytes for node in result.nodes)
+    result.peak_bytes = max(node.peak_bytes for node in result.nodes)
 
 
 def _gib(value: float) -> str:
@@ -259,8 +329,19 @@ def suggestions(stack: Stack, plan: StackPlan) -> list[str]:
                     f"{_gib(model.total_bytes)} while it is idle",
                 )
             )
+    for node in plan.nodes:
+        if node.overflow_bytes:
+            held = ", ".join(f"{name} {_gib(size)}" for name, size in node.models.items())
+            options.append(
+                (
+                    2**62,  # the verdict itself: listed first
+                    f"node {node.name} overflows by {_gib(node.overflow_bytes)} (holds {held} "
+                    f"of its {_gib(node.budget_bytes)} budget): spread its models over more "
+                    "nodes (nodes:, tensor_parallel_size) or move one to another node",
+                )
+            )
     for model in plan.models:
-        if model.weights_bytes > plan.machine.budget_bytes:
+        if model.weights_bytes > plan.machine.budget_bytes and not model.nodes[1:]:
             options.append(
                 (
                     plan.overflow_bytes,

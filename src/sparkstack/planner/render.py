@@ -46,19 +46,54 @@ def render_plan(plan: StackPlan, explain: bool = False) -> str:
             )
         for warning in p.warnings:
             lines.append(f"  warning: {warning}")
+    lines += render_nodes(plan)
     lines += [
         "",
         f"start order: {', '.join(plan.start_order) or '-'}",
         f"resident {gib(plan.resident_bytes)}, peak {gib(plan.peak_bytes)} of "
         f"{gib(m.budget_bytes)} budget",
     ]
-    if plan.fits:
+    if plan.fits and plan.nodes:
+        spare = min(node.budget_bytes - node.peak_bytes for node in plan.nodes)
+        lines.append(f"fits on every node, with at least {gib(spare)} to spare on each")
+    elif plan.fits:
         lines.append(f"fits, with {gib(m.budget_bytes - plan.peak_bytes)} to spare")
+    elif plan.nodes:
+        over = [f"{n.name} by {gib(n.overflow_bytes)}" for n in plan.nodes if n.overflow_bytes]
+        aggregate = sum(n.budget_bytes for n in plan.nodes)
+        lines.append(
+            f"DOES NOT FIT: node {', '.join(over)} overflows its own budget (the cluster's "
+            f"{gib(aggregate)} in aggregate does not count: each node holds its own share)."
+        )
+        lines.append("ways out:")
+        lines += [f"  - {text}" for text in plan.suggestions]
     else:
         lines.append(f"DOES NOT FIT: the peak overflows the budget by {gib(plan.overflow_bytes)}.")
         lines.append("ways out:")
         lines += [f"  - {text}" for text in plan.suggestions]
     return "\n".join(lines)
+
+
+def render_nodes(plan: StackPlan) -> list[str]:
+    """Each cluster node's budget and what every model holds there."""
+    if not plan.nodes:
+        return []
+    lines = ["", "cluster nodes (each must fit its own share):"]
+    for node in plan.nodes:
+        held = ", ".join(f"{name} {gib(size)}" for name, size in node.models.items()) or "-"
+        verdict = "fits" if node.fits else f"OVERFLOWS by {gib(node.overflow_bytes)}"
+        lines.append(
+            f"  {node.name:<12} {node.address:<15} budget {gib(node.budget_bytes)}, resident "
+            f"{gib(node.resident_bytes)}, peak {gib(node.peak_bytes)}: {verdict} ({held})"
+        )
+    for model in plan.models:
+        if model.nodes[1:]:
+            lines.append(
+                f"  {model.name}: TP {model.tensor_parallel_size} x PP "
+                f"{model.pipeline_parallel_size} over {', '.join(model.nodes)}, "
+                f"{gib(model.per_node_bytes)} per node"
+            )
+    return lines
 
 
 def render_facts(facts: ModelFacts) -> str:

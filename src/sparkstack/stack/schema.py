@@ -180,6 +180,16 @@ class ModelSpec(_Strict):
         default=None,
         description="Name of the environment variable holding the upstream's API key.",
     )
+    tensor_parallel_size: int = Field(
+        default=1, ge=1, description="vLLM: GPUs one layer is split over (--tensor-parallel-size)."
+    )
+    pipeline_parallel_size: int = Field(
+        default=1, ge=1, description="vLLM: stages the layers are split into (pipeline parallel)."
+    )
+    nodes: list[str] = Field(
+        default_factory=list,
+        description="cluster: only: the nodes this model spans (Ray); empty = the head alone.",
+    )
     max_inflight: int | None = Field(
         default=None,
         gt=0,
@@ -252,6 +262,89 @@ class ModelSpec(_Strict):
     def names(self) -> list[str]:
         return [self.name, *self.aliases]
 
+    @property
+    def world_size(self) -> int:
+        """Engine ranks (one GPU each): tensor x pipeline parallel size."""
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
+    @property
+    def spans_nodes(self) -> bool:
+        return len(self.nodes) > 1
+
+
+class ClusterNode(_Strict):
+    """One machine of a Ray cluster (seed 003: two Sparks over a direct link)."""
+
+    name: str = Field(description="The node's name in plans, status and errors.")
+    address: str = Field(description="Its IP address on the fast link (Ray's node IP).")
+    interface: str = Field(
+        description="The fast link's network interface (NCCL_SOCKET_IFNAME, GLOO_SOCKET_IFNAME)."
+    )
+    hca: str | None = Field(default=None, description="RoCE HCA for NCCL_IB_HCA (e.g. mlx5_0).")
+    gpus: int = Field(default=1, ge=0, description="GPUs it offers Ray (a Spark has one).")
+    machine: str | MachineSpec | None = Field(
+        default=None, description="Its machine profile; default: the stack's machine."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"node name {value!r} must be letters, digits and ._:/- only")
+        return value
+
+
+class ClusterSpec(_Strict):
+    """Several machines on Ray, the engine vLLM itself uses across nodes. The first
+    node is the head: where `sparkstack up` and the gateway run."""
+
+    nodes: list[ClusterNode] = Field(description="The machines, head first.")
+    ray_port: int = Field(default=6379, gt=0, lt=65536, description="The head's Ray (GCS) port.")
+    node_manager_port: int = Field(
+        default=6380, gt=0, lt=65536,
+        description="Each node's raylet port: fixed so the head can tell a node that answers.",
+    )  # fmt: skip
+    join_timeout: Seconds = Field(
+        default=60.0, description="How long up waits for every node to join before refusing."
+    )
+    memory_usage_threshold: float = Field(
+        default=0.98, gt=0, le=1,
+        description="RAY_memory_usage_threshold: on unified memory the GPU's weights count "
+        "as host memory, and Ray's default 0.95 kills vLLM's workers.",
+    )  # fmt: skip
+    memory_monitor_refresh_ms: int = Field(
+        default=0, ge=0,
+        description="RAY_memory_monitor_refresh_ms; 0 turns Ray's memory monitor off "
+        "(sparkstack's own watchdog guards memory).",
+    )  # fmt: skip
+
+    _parse_durations = field_validator("join_timeout", mode="before")(
+        lambda cls, v: parse_duration(v)
+    )
+
+    @field_validator("nodes")
+    @classmethod
+    def _check_nodes(cls, value: list[ClusterNode]) -> list[ClusterNode]:
+        if not value:
+            raise ValueError("cluster.nodes is empty; list the head first, then the workers")
+        seen: set[str] = set()
+        for node in value:
+            if node.name in seen:
+                raise ValueError(f"cluster.nodes: {node.name!r} is listed twice")
+            seen.add(node.name)
+        return value
+
+    @property
+    def head(self) -> ClusterNode:
+        return self.nodes[0]
+
+    def node(self, name: str) -> ClusterNode:
+        return next(n for n in self.nodes if n.name == name)
+
+    @property
+    def total_gpus(self) -> int:
+        return sum(node.gpus for node in self.nodes)
+
 
 class Stack(_Strict):
     machine: str | MachineSpec = Field(
@@ -262,6 +355,9 @@ class Stack(_Strict):
     )
     gateway: GatewaySpec = Field(default_factory=GatewaySpec)
     models: dict[str, ModelSpec] = Field(description="The served models, by name.")
+    cluster: ClusterSpec | None = Field(
+        default=None, description="Several machines on Ray (see the cluster section)."
+    )
 
     @field_validator("models", mode="before")
     @classmethod
@@ -290,3 +386,34 @@ class Stack(_Strict):
                     )
                 owner[name] = spec.name
         return value
+
+    @model_validator(mode="after")
+    def _check_cluster(self) -> Stack:
+        for spec in self.models.values():
+            where = f"models.{spec.name}"
+            if self.cluster is None:
+                if spec.nodes:
+                    raise ValueError(f"{where}.nodes: there is no cluster: section naming nodes")
+                continue
+            known = [node.name for node in self.cluster.nodes]
+            for name in spec.nodes:
+                if name not in known:
+                    raise ValueError(
+                        f"{where}.nodes: {name!r} is not a cluster node; use one of: "
+                        f"{', '.join(known)}"
+                    )
+            spanned = spec.nodes or [self.cluster.head.name]
+            gpus = sum(self.cluster.node(name).gpus for name in spanned)
+            if spec.world_size > gpus:
+                raise ValueError(
+                    f"{where}: tensor_parallel_size {spec.tensor_parallel_size} x "
+                    f"pipeline_parallel_size {spec.pipeline_parallel_size} = {spec.world_size} "
+                    f"GPUs, but its nodes ({', '.join(spanned)}) have {gpus} and the cluster "
+                    f"{self.cluster.total_gpus}; lower the sizes or add nodes"
+                )
+            if spec.world_size % len(spanned):
+                raise ValueError(
+                    f"{where}: {spec.world_size} ranks do not split evenly over "
+                    f"{len(spanned)} nodes; make tensor x pipeline a multiple of the nodes"
+                )
+        return self

@@ -71,6 +71,8 @@ class Supervisor:
         """Why no model may start now (the memory watchdog sets it), or None."""
         self._room = asyncio.Lock()
         self._locks = {name: asyncio.Lock() for name in self.models}
+        self.held_back: dict[str, str] = {}
+        """Models that may not start until what they need returns (a lost node)."""
 
     # -- start order and starting ------------------------------------------------
 
@@ -126,6 +128,8 @@ class Supervisor:
             raise SupervisorError(f"{name}: the stack is shutting down")
         if self.admitting is not None:
             raise SupervisorError(f"{name} is not started: {self.admitting}")
+        if name in self.held_back:
+            raise SupervisorError(f"{name} is not started: {self.held_back[name]}")
         task = self._waking.get(name)
         if task is None or task.done():
             task = self._waking[name] = asyncio.create_task(self._fit_and_start(name))
@@ -254,6 +258,22 @@ class Supervisor:
         names = [rt.name for rt in self.models.values() if rt.process is not None]
         outcomes = await asyncio.gather(*(self.stop(name) for name in names))
         return dict(zip(names, outcomes, strict=True))
+
+    async def fail(self, name: str, reason: str, event: str) -> None:
+        """Stop a model whose resources went away (a lost cluster node) and mark it
+        failed with ``reason``; it does not start again until ``release(name)``."""
+        runtime = self.models[name]
+        self.held_back[name] = reason
+        if runtime.state in (ModelState.STOPPED, ModelState.FAILED):
+            return
+        self._set_event(runtime, event)
+        await self.stop(name)
+        log.error("%s failed: %s", name, reason)
+        self._set(runtime, ModelState.FAILED, reason)
+
+    def release(self, name: str) -> None:
+        """What ``fail`` held back is back: the model may start on its next request."""
+        self.held_back.pop(name, None)
 
     # -- notifications -------------------------------------------------------------
 
