@@ -5,9 +5,11 @@ SIGINT/SIGTERM that leaves no engine process behind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
+import resource
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -18,6 +20,7 @@ from aiohttp import web
 from sparkstack.cluster.head import fail_spanning, start_cluster
 from sparkstack.errors import SparkstackError, SupervisorError
 from sparkstack.gateway import build_app
+from sparkstack.gateway.fastserver import GatewayServer
 from sparkstack.gateway.keys import KeyIndex, KeyStore
 from sparkstack.gateway.metrics import GatewayMetrics
 from sparkstack.machine import probe
@@ -41,21 +44,27 @@ def install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def start_gateway(app: web.Application, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024)
+def raise_fd_limit() -> None:
+    """Let the gateway hold as many client connections as gateway.max_connections
+    allows: the soft open-files limit (often 1024) goes up to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+async def start_gateway(app: web.Application, host: str, port: int) -> GatewayServer:
+    server = GatewayServer(app)
     try:
-        await site.start()
+        await server.start(host, port, backlog=1024)
     except OSError as exc:
-        await runner.cleanup()
         if exc.errno == errno.EADDRINUSE:
             raise SupervisorError(
                 f"{host}:{port} is already in use; stop what listens there (`sparkstack "
                 "down` if it is another stack) or pick another gateway.listen / --listen"
             ) from exc
         raise SupervisorError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    return runner
+    return server
 
 
 def claim_run_file(settings: Settings) -> None:
@@ -107,6 +116,7 @@ async def serve(stack: Stack, settings: Settings, plan: StackPlan | None = None)
     """Run the stack until SIGINT or SIGTERM (or until a background task fails: then
     SupervisorError, after the same full cleanup)."""
     claim_run_file(settings)
+    raise_fd_limit()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -227,7 +237,7 @@ async def _serve(
 
 
 async def _shut_down(
-    background: BackgroundTasks, runner: web.AppRunner, supervisor: Supervisor, settings: Settings
+    background: BackgroundTasks, runner: GatewayServer, supervisor: Supervisor, settings: Settings
 ) -> None:
     """Every step runs even when one before it fails; failures are reported."""
     steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [

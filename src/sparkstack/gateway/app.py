@@ -5,6 +5,7 @@ gateway settings. Handlers stay thin; forwarding lives in proxy.py."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -13,14 +14,17 @@ from aiohttp.typedefs import Handler
 
 from sparkstack.engines.registry import forwarded_routes
 from sparkstack.errors import GatewayError, SparkstackError
+from sparkstack.gateway.auth import Authorizer
+from sparkstack.gateway.guard import PREFLIGHT_HEADERS, AccessGuard
 from sparkstack.gateway.keys import KeyIndex
 from sparkstack.gateway.limits import Limiter, model_limits
 from sparkstack.gateway.metrics import GatewayMetrics, relabel
 from sparkstack.gateway.openai_errors import error_response
-from sparkstack.gateway.proxy import Authorizer, Forwarder, Waker
+from sparkstack.gateway.proxy import Forwarder
 from sparkstack.gateway.request_target import check_target
 from sparkstack.gateway.routing import Router
 from sparkstack.gateway.status import gateway_counters, models_list
+from sparkstack.gateway.wake import Waker
 from sparkstack.stack.schema import GatewaySpec, Policy
 from sparkstack.supervisor.runtime import ModelRuntime, ModelState
 from sparkstack.telemetry.assets import asset
@@ -30,6 +34,9 @@ from sparkstack.telemetry.hub import Telemetry
 _ENGINE_METRICS_TIMEOUT = aiohttp.ClientTimeout(total=3)
 
 METRICS_KEY = web.AppKey("metrics", GatewayMetrics)
+FORWARDER_KEY = web.AppKey("forwarder", Forwarder)
+GUARD_KEY = web.AppKey("guard", AccessGuard)
+SPEC_KEY = web.AppKey("spec", GatewaySpec)
 TELEMETRY_KEY = web.AppKey("telemetry", Telemetry)
 AdminControl = Callable[[str, str], Awaitable[str]]
 """(model, action) -> outcome; actions: load, unload, sleep, wake."""
@@ -48,11 +55,69 @@ def openai_errors(handler: Handler) -> Handler:
     return wrapped
 
 
+def guard_middleware(guard: AccessGuard) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Host and Origin checks (guard.py) for every route aiohttp serves, CORS
+    preflights, and aiohttp's own HTTP errors in the OpenAI shape."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            hosts = request.headers.getall("Host", [])
+            if len(hosts) > 1:
+                raise GatewayError(
+                    "The request has more than one Host header; send it once.",
+                    status=400, error_type="invalid_request_error", code="invalid_header",
+                )  # fmt: skip
+            origin = guard.check(hosts[0] if hosts else None, request.headers.get("Origin"),
+                                 request.path)  # fmt: skip
+        except GatewayError as exc:
+            return error_response(exc)
+        if request.method == "OPTIONS" and origin is not None:
+            return web.Response(
+                status=204, headers={"Access-Control-Allow-Origin": origin, **PREFLIGHT_HEADERS}
+            )
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return error_response(
+                GatewayError(
+                    f"{exc.reason}: {request.method} {request.path}.", status=exc.status,
+                    error_type="invalid_request_error", code=exc.reason.lower().replace(" ", "_"),
+                )
+            )  # fmt: skip
+        if origin is not None and not response.prepared:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+        return response
+
+    return middleware
+
+
+@functools.cache
+def known_routes() -> dict[str, str]:
+    """Every route's path and its method, for a 405 that names the right one."""
+    routes = {path: "POST" for path in forwarded_routes()}
+    routes.update({"/v1/models": "GET", "/health": "GET", "/metrics": "GET"})
+    return {**routes, "/admin/status": "GET"}
+
+
 async def not_found(request: web.Request) -> web.StreamResponse:
     try:
         check_target(request.raw_path)  # a smuggling attempt is a 400, not a 404
     except GatewayError as exc:
         return error_response(exc)
+    allowed = known_routes().get(request.path)
+    if allowed is None and request.path.startswith("/admin/models/"):
+        allowed = "POST"
+    if allowed is not None:
+        return error_response(
+            GatewayError(
+                f"Method Not Allowed: {request.method} {request.path}; use {allowed}.",
+                status=405, error_type="invalid_request_error", code="method_not_allowed",
+            )
+        )  # fmt: skip
     return error_response(
         GatewayError(
             f"Not Found: {request.method} {request.path}. The gateway serves "
@@ -185,8 +250,12 @@ def build_app(
     limits = model_limits(spec.max_inflight, {n: rt.spec.max_inflight for n, rt in models.items()})
     limiter = Limiter(max_inflight=spec.max_inflight, per_model=limits)
     forwarder = Forwarder(router, session, auth, limiter, metrics, spec, waker)
-    app = web.Application(client_max_size=max_body)
+    guard = AccessGuard(spec, lambda: auth.enabled)
+    app = web.Application(client_max_size=max_body, middlewares=[guard_middleware(guard)])
     app[METRICS_KEY] = metrics
+    app[FORWARDER_KEY] = forwarder
+    app[GUARD_KEY] = guard
+    app[SPEC_KEY] = spec
 
     async def close_pool(app: web.Application) -> None:
         await forwarder.pool.close()

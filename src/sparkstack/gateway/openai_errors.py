@@ -21,13 +21,17 @@ def error_body(error: GatewayError) -> dict[str, object]:
     }
 
 
+def error_json(error: GatewayError) -> bytes:
+    return json.dumps(error_body(error)).encode()
+
+
 def error_response(error: GatewayError) -> web.Response:
     return web.json_response(error_body(error), status=error.status)
 
 
 def sse_error_event(error: GatewayError) -> bytes:
     """An SSE ``data:`` event carrying the error, followed by ``[DONE]``."""
-    return b"data: " + json.dumps(error_body(error)).encode() + b"\n\ndata: [DONE]\n\n"
+    return b"data: " + error_json(error) + b"\n\ndata: [DONE]\n\n"
 
 
 def bad_request(message: str, param: str | None = None) -> GatewayError:
@@ -45,3 +49,18 @@ def too_large(limit: int) -> GatewayError:
 
 def upstream_error(message: str, status: int = 502) -> GatewayError:
     return GatewayError(message, status=status, error_type="upstream_error", code="engine_error")
+
+
+def bad_header(message: str, status: int = 400, code: str = "invalid_header") -> GatewayError:
+    return GatewayError(message, status=status, error_type="invalid_request_error", code=code)
+
+
+def forbidden(message: str, code: str) -> GatewayError:
+    return GatewayError(message, status=403, error_type="permission_error", code=code)
+
+
+def timed_out(what: str, seconds: float, setting: str) -> GatewayError:
+    return GatewayError(
+        f"The client did not send {what} within {seconds:g} s (gateway.{setting}).",
+        status=408, error_type="invalid_request_error", code="request_timeout",
+    )  # fmt: skip

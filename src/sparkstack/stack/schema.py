@@ -70,10 +70,37 @@ class GatewaySpec(_Strict):
     read_timeout: Seconds = Field(
         default=3600.0, description="Upstream silence allowed between bytes; never cuts a stream."
     )
+    client_idle_timeout: Seconds = Field(
+        default=75.0, description="An idle keep-alive client connection is closed after this."
+    )
+    client_header_timeout: Seconds = Field(
+        default=10.0, description="A client must send a request's headers within this time."
+    )
+    client_body_timeout: Seconds = Field(
+        default=60.0, description="A client must send a request's body within this time."
+    )
+    max_connections: int = Field(
+        default=10000, gt=0, description="Open client connections before new ones get a 503."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Browser origins (e.g. http://localhost:3000) allowed to call /v1/* and /admin/*; "
+            "the gateway's own origin always is. '*' allows any (only with API keys)."
+        ),
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Extra Host names the gateway answers to (e.g. behind a reverse proxy); the "
+            "listen address, localhost and loopback addresses always are."
+        ),
+    )
 
     _parse_durations = field_validator(
-        "connect_timeout", "read_timeout", "wake_wait", "keepalive_interval", mode="before"
-    )(lambda cls, v: parse_duration(v))
+        "connect_timeout", "read_timeout", "wake_wait", "keepalive_interval",
+        "client_idle_timeout", "client_header_timeout", "client_body_timeout", mode="before",
+    )(lambda cls, v: parse_duration(v))  # fmt: skip
 
     @field_validator("listen")
     @classmethod
