@@ -204,8 +204,9 @@ def prometheus_server(config: Path, folder: Path) -> Iterator[str]:
         deadline = time.monotonic() + 60
         while True:
             try:
-                get_json(base + "/-/ready")
-                break
+                with urllib.request.urlopen(base + "/-/ready", timeout=5) as ready:
+                    if ready.status == 200:  # plain text, not JSON
+                        break
             except (urllib.error.URLError, OSError, ValueError):
                 assert proc.poll() is None, log_path.read_text()
                 assert time.monotonic() < deadline, "prometheus did not start"
