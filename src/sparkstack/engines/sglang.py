@@ -32,6 +32,8 @@ CHUNKED_PREFILL = 8192
 @register_engine
 class SglangEngine(EngineAdapter):
     name = "sglang"
+    default_image = "lmsys/sglang:spark"
+    container_command = ["python3", "-m", "sglang.launch_server"]
     metrics_path = "/metrics"
 
     def launch(

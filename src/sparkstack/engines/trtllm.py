@@ -34,6 +34,8 @@ FRACTION_ENV = "SPARKSTACK_TRTLLM_FREE_FRACTION"
 @register_engine
 class TrtLlmEngine(EngineAdapter):
     name = "trtllm"
+    default_image = "nvcr.io/nvidia/tensorrt-llm/release:spark-single-gpu-dev"
+    container_command = ["trtllm-serve"]
 
     def launch(
         self, spec: ModelSpec, port: int, settings: Settings, planned: MemoryEstimate | None

@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from sparkstack.engines.base import EngineAdapter
 from sparkstack.stack.schema import ModelSpec
-from sparkstack.supervisor.process import ManagedProcess
+from sparkstack.supervisor.engine_process import EngineProcess
 
 
 class ModelState(StrEnum):
@@ -26,7 +26,7 @@ class ModelRuntime:
     adapter: EngineAdapter
     state: ModelState = ModelState.STOPPED
     port: int | None = None
-    process: ManagedProcess | None = None
+    process: EngineProcess | None = None
     error: str | None = None
     base_url: str = ""
     ready_seconds: float | None = None
