@@ -211,6 +211,8 @@ def status(as_json: bool) -> None:
             f"{row['port'] or '-':>6} {row['pid'] or '-':>8} {_mib(row['rss_bytes']):>11}  "
             f"{row['error'] or ''}"
         )
+        if row.get("image"):
+            click.echo(f"{'':<16} image {row['image']}")
 
 
 def _model_action(action: str, name: str) -> None:

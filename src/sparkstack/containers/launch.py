@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sparkstack.containers.config import ContainerConfig, container_config, runtime_of
-from sparkstack.engines.base import EngineAdapter, LaunchSpec, MemoryEstimate
+from sparkstack.engines.base import EngineAdapter, LaunchSpec, MemoryEstimate, container_image
 from sparkstack.settings import Settings
 from sparkstack.stack.schema import ModelSpec, Runtime, Stack
 
@@ -44,3 +44,11 @@ def engine_container(
     if runtime_of(stack, spec) is not Runtime.CONTAINER:
         return None
     return container_config(stack, spec, adapter, stack_id(settings), cuda)
+
+
+def engine_image(stack: Stack, spec: ModelSpec, adapter: EngineAdapter) -> str | None:
+    """The image a container model runs (None for a native one): for status and
+    /v1/models ("keep that exact image reference in your runbook")."""
+    if not adapter.managed or runtime_of(stack, spec) is not Runtime.CONTAINER:
+        return None
+    return container_image(spec, adapter)[0]

@@ -20,6 +20,8 @@ class Recipe(BaseModel):
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     image: str | None = None
+    options: dict[str, object] = Field(default_factory=dict)
+    """TensorRT-LLM: extra LLM API options (the --extra_llm_api_options YAML)."""
     source: str
     """Where the recipe comes from (a seed report and what it validated)."""
 

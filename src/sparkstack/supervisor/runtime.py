@@ -44,6 +44,8 @@ class ModelRuntime:
     """Set when the supervisor kills a start on purpose (e.g. "memory spike")."""
     decode_ceiling_tok_s: float | None = None
     """The planner's single-stream decode ceiling (memory bandwidth / bytes per token)."""
+    image: str | None = None
+    """The container image it runs in (None for a native process)."""
     upstream_model: str = field(init=False)
     api_key: str | None = field(init=False)
 

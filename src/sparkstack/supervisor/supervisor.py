@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from sparkstack.containers.launch import engine_launch
+from sparkstack.containers.launch import engine_image, engine_launch
 from sparkstack.engines.base import MemoryEstimate
 from sparkstack.engines.registry import get_engine
 from sparkstack.errors import SparkstackError, SupervisorError
@@ -55,6 +55,7 @@ class Supervisor:
             for name, spec in stack.models.items()
         }
         for name, runtime in self.models.items():
+            runtime.image = engine_image(stack, runtime.spec, runtime.adapter)
             if not runtime.adapter.managed:
                 runtime.state = ModelState.READY
             planned = next((m for m in plan.models if m.name == name), None) if plan else None
