@@ -26,7 +26,11 @@ def published_argv(engine_argv: list[str]) -> list[str]:
 
 
 def create_argv(
-    config: ContainerConfig, engine_argv: list[str], env_names: list[str], port: int
+    config: ContainerConfig,
+    engine_argv: list[str],
+    env_names: list[str],
+    port: int,
+    files: list[str] | None = None,
 ) -> list[str]:
     """``CLI [global flags] create ... IMAGE ENGINE-ARGV``."""
     args = ["create", "--name", config.name]
@@ -46,6 +50,8 @@ def create_argv(
         args += ["--ulimit", f"{limit}={value}"]
     for mount in config.mounts:
         args += ["-v", mount]
+    for path in files or []:  # the engine's input files, at the same path
+        args += ["-v", f"{path}:{path}:ro"]
     for name in sorted(env_names):
         args += ["-e", name]
     # The engine's own program as the entrypoint: images differ in theirs (vllm-openai's

@@ -56,7 +56,7 @@ def _commands(
             command = launch.argv
         else:
             env.update({k: "<from the environment>" for k in FORWARDED_ENV if k in os.environ})
-            command = create_argv(config, launch.argv, list(env), port)
+            command = create_argv(config, launch.argv, list(env), port, list(launch.files))
         rows.append((name, port, command, env, launch.files))
     return rows
 

@@ -76,7 +76,7 @@ class ContainerProcess:
         self.name = name
         self.env = env
         self.log_path = log_path
-        self.argv = create_argv(config, engine_argv, list(env), port)
+        self.argv = create_argv(config, engine_argv, list(env), port, list(self.files))
         self._pid: int | None = None
         self._returncode: int | None = None
         self._created = False
