@@ -39,7 +39,8 @@ async def wait_ready(
         if process.returncode is not None:
             raise EngineStartError(
                 f"{process.name}: the engine {describe_exit(process.returncode)} before it was "
-                f"ready; last lines of {process.log_path}:\n{log_tail(process)}"
+                f"ready; fix what its log says (`sparkstack logs {process.name}`); last lines "
+                f"of {process.log_path}:\n{log_tail(process)}"
             )
         try:
             async with session.get(url, timeout=_PROBE_TIMEOUT, headers=headers) as response:
