@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from sparkstack.planner.machine import probe
+from sparkstack.machine import probe
 
 
 def cuda_context_cost() -> dict[str, Any]:

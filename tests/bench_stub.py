@@ -1,6 +1,9 @@
 """An in-process OpenAI-style streaming server for bench tests: answers chat and
 completions with ``max_tokens`` chunks ``delay`` apart and a usage chunk; with
-``faults``, some requests get a 500 or a stream cut mid-way (by arrival order)."""
+``faults``, some requests get a 500 or a stream cut mid-way (by arrival order).
+``first_delay`` is the service time before the first token (``jump_delay`` from
+request ``jump_after`` on: a server that slows mid-run), ``crlf`` frames SSE lines
+with CRLF, and every prompt is kept in ``prompts``."""
 
 from __future__ import annotations
 
@@ -17,17 +20,34 @@ class StubState:
     faults: bool = False
     seen: int = 0
     kinds: list[str] = field(default_factory=list)
+    first_delay: float = 0.0
+    jump_after: int | None = None
+    jump_delay: float = 0.0
+    crlf: bool = False
+    prompts: list[str] = field(default_factory=list)
 
 
-def _event(data: dict[str, object]) -> bytes:
+def _plain_event(data: dict[str, object]) -> bytes:
     return b"data: " + json.dumps(data).encode() + b"\n\n"
 
 
+def _service_time(state: StubState, number: int) -> float:
+    if state.jump_after is not None and number >= state.jump_after:
+        return state.jump_delay
+    return state.first_delay
+
+
 def bench_stub_app(state: StubState) -> web.Application:
+    def _event(data: dict[str, object]) -> bytes:
+        event = _plain_event(data)
+        return event.replace(b"\n", b"\r\n") if state.crlf else event
+
     async def answer(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         number = state.seen
         state.seen += 1
+        chat = "messages" in body
+        state.prompts.append(body["messages"][0]["content"] if chat else body["prompt"])
         kind = "ok"
         if state.faults and number % 5 == 3:
             kind = "http_500"
@@ -39,13 +59,15 @@ def bench_stub_app(state: StubState) -> web.Application:
                 {"error": {"message": "overloaded, try later", "type": "server_error"}}, status=500
             )
         tokens = int(body.get("max_tokens", 16))
-        chat = "messages" in body
+        first = _service_time(state, number)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         if chat:
             await response.write(
                 _event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
             )
+        if first:
+            await asyncio.sleep(first)
         for i in range(tokens):
             if state.delay:
                 await asyncio.sleep(state.delay)
@@ -57,7 +79,8 @@ def bench_stub_app(state: StubState) -> web.Application:
                 return response
         prompt = body["messages"][0]["content"] if chat else body["prompt"]
         usage = {"prompt_tokens": len(prompt.split()) + 5, "completion_tokens": tokens}
-        await response.write(_event({"choices": [], "usage": usage}) + b"data: [DONE]\n\n")
+        done = b"data: [DONE]\r\n\r\n" if state.crlf else b"data: [DONE]\n\n"
+        await response.write(_event({"choices": [], "usage": usage}) + done)
         await response.write_eof()
         return response
 

@@ -7,6 +7,7 @@ aiohttp) are mapped into this tree at the boundary that calls them, with
 
     SparkstackError
     ├── StackError            the stack file: syntax, schema, references
+    ├── DoesNotFitError       the plan does not fit the machine (exit code 3)
     ├── EngineError           an engine adapter: missing runtime, bad options
     │   └── EngineStartError  a process that did not become ready
     ├── SupervisorError       process management, run state of `up`/`down`
@@ -22,6 +23,10 @@ class SparkstackError(Exception):
 
 class StackError(SparkstackError):
     """The stack file is unreadable or invalid; the message names file, line and field."""
+
+
+class DoesNotFitError(SparkstackError):
+    """The stack's plan needs more memory than the machine's budget."""
 
 
 class EngineError(SparkstackError):

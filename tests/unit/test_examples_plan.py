@@ -105,7 +105,7 @@ def test_plan_json_schema_is_stable() -> None:
 
 @pytest.mark.parametrize(
     ("name", "code"),
-    [("seed000-gpt-oss-pair.yaml", 0), ("seed003-qwen3-235b-one-spark.yaml", 1)],
+    [("seed000-gpt-oss-pair.yaml", 0), ("seed003-qwen3-235b-one-spark.yaml", 3)],
 )
 def test_plan_exit_codes_and_text(name: str, code: int) -> None:
     result = subprocess.run(
@@ -125,7 +125,7 @@ def test_up_refuses_a_stack_that_does_not_fit(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
         env={**os.environ, "SPARKSTACK_STATE_DIR": str(tmp_path)},
     )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == 3  # does not fit
     assert "does not fit this machine" in result.stderr
     assert "nothing was started" in result.stderr
     assert not (tmp_path / "logs").exists()

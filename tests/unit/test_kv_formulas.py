@@ -6,16 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sparkstack.engines.llamacpp_memory import llamacpp_kv
+from sparkstack.engines.vllm_memory import vllm_kv
 from sparkstack.modelfacts.catalog import find
 from sparkstack.modelfacts.facts import LayerKind, ModelFacts
 from sparkstack.modelfacts.hf_config import estimate_params
 from sparkstack.modelfacts.inspect import facts_from_hf, inspect_source
-from sparkstack.planner.kv_cache import (
-    kv_bytes_per_token,
-    llamacpp_kv,
-    state_bytes_per_sequence,
-    vllm_kv,
-)
+from sparkstack.modelfacts.kv_layout import kv_bytes_per_token, state_bytes_per_sequence
 
 CONFIGS = Path(__file__).parent.parent / "fixtures" / "configs"
 GIB = 2**30

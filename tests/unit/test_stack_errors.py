@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from sparkstack.engines.registry import known_engines
 from sparkstack.errors import StackError
 from sparkstack.stack import Policy, load_stack, load_stack_text
 from sparkstack.stack.demo import demo_stack
@@ -13,7 +14,7 @@ from sparkstack.stack.demo import demo_stack
 
 def error_of(text: str) -> str:
     with pytest.raises(StackError) as info:
-        load_stack_text(text, "stack.yaml")
+        load_stack_text(text, "stack.yaml", known_engines())
     return str(info.value)
 
 

@@ -23,6 +23,9 @@ class Capture:
     """What one request produced, untouched."""
 
     t_sched_ns: int
+    t_ready_ns: int = 0
+    """When the client got round to the request (open loop: before waiting for a
+    free slot under a concurrency cap); late only when the client itself is."""
     t_send_ns: int = 0
     t_headers_ns: int = 0
     t_end_ns: int = 0

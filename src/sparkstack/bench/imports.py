@@ -13,10 +13,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from sparkstack.bench.errors import BenchDataError
 from sparkstack.bench.options import BenchOptionError
 from sparkstack.bench.records import RequestRecord, read_requests_csv
 from sparkstack.bench.stats import Stat
-from sparkstack.bench.summary import SCHEMA, PointSummary, RunSummary
+from sparkstack.bench.summary import READABLE_SCHEMAS, PointSummary, RunSummary
 
 _EXPORTS = (
     "profile_export_aiperf.json",
@@ -125,7 +128,15 @@ def _concurrency_from_path(path: Path) -> int | None:
 
 
 def _read_json_export(path: Path) -> tuple[PointSummary, str, dict[str, Any]]:
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BenchDataError(
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+            "is the export complete?"
+        ) from None
+    if not isinstance(data, dict):
+        raise BenchDataError(f"{path}: the export is a {type(data).__name__}, not a JSON object")
     metrics = {k: v for k, v in data.items() if isinstance(v, dict) and "unit" in v}
     if isinstance(data.get("records"), dict):  # older aiperf: metrics under "records"
         metrics.update({k: v for k, v in data["records"].items() if isinstance(v, dict)})
@@ -160,6 +171,29 @@ def _read_csv_export(path: Path) -> tuple[PointSummary, str, dict[str, Any]]:
     return point, tool, {}
 
 
+def _read_export(file: Path) -> tuple[PointSummary, str, dict[str, Any]]:
+    """One export; whatever is malformed in it becomes one BenchDataError line."""
+    reader = _read_json_export if file.suffix == ".json" else _read_csv_export
+    try:
+        return reader(file)
+    except (BenchDataError, BenchOptionError):
+        raise
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise BenchDataError(
+            f"{file}: a metric is malformed ({where}: {first['msg']}); is it an aiperf or "
+            "genai-perf export?"
+        ) from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise BenchDataError(f"{file}: cannot read it ({exc})") from exc
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise BenchDataError(
+            f"{file}: unexpected content ({type(exc).__name__}: {exc}); is it an aiperf or "
+            "genai-perf export?"
+        ) from None
+
+
 def _export_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
@@ -179,9 +213,10 @@ def load_run(path: Path, label: str | None = None) -> tuple[RunSummary, list[Req
     if (path / "summary.json").is_file() or path.name == "summary.json":
         folder = path if path.is_dir() else path.parent
         run = RunSummary.read(folder / "summary.json")
-        if run.schema_ != SCHEMA:
-            raise BenchOptionError(
-                f"{folder}/summary.json has schema {run.schema_!r}; this sparkstack reads {SCHEMA}"
+        if run.schema_ not in READABLE_SCHEMAS:
+            raise BenchDataError(
+                f"{folder}/summary.json has schema {run.schema_!r}; this sparkstack reads "
+                f"{', '.join(READABLE_SCHEMAS)} (a newer sparkstack wrote it?)"
             )
         rows = folder / "requests.csv"
         run.label = label or run.label
@@ -198,8 +233,7 @@ def load_run(path: Path, label: str | None = None) -> tuple[RunSummary, list[Req
     tools: set[str] = set()
     model = ""
     for file in files:
-        reader = _read_json_export if file.suffix == ".json" else _read_csv_export
-        point, tool, data = reader(file)
+        point, tool, data = _read_export(file)
         tools.add(tool)
         model = model or _model_name(data)
         if point.concurrency is not None:

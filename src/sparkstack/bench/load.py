@@ -15,18 +15,9 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
 from sparkstack.bench.client import BenchClient, Capture
+from sparkstack.bench.jobs import Job, JobStream
 from sparkstack.bench.options import Point, Target
 from sparkstack.bench.progress import Progress
-
-
-@dataclass(frozen=True)
-class Job:
-    """One request ready to send."""
-
-    body: bytes
-    prompt: str
-    input_tokens: int
-    output_tokens: int
 
 
 def make_body(target: Target, prompt: str, output_tokens: int, fields: Collection[str]) -> bytes:
@@ -61,15 +52,16 @@ async def warm_up(client: BenchClient, target: Target, jobs: list[Job]) -> None:
 
 
 async def run_point(
-    client: BenchClient, target: Target, point: Point, jobs: list[Job], progress: Progress
+    client: BenchClient, target: Target, point: Point, jobs: JobStream, progress: Progress
 ) -> PointCaptures:
     results: list[tuple[Job, Capture]] = []
     started = time.perf_counter_ns()
     deadline = started + int(point.duration * 1e9) if point.duration else None
     limit = point.requests
 
-    async def send(job: Job, scheduled: int) -> None:
-        capture = await client.send(target.path, job.body, Capture(t_sched_ns=scheduled))
+    async def send(job: Job, scheduled: int, ready: int) -> None:
+        capture = Capture(t_sched_ns=scheduled, t_ready_ns=ready)
+        capture = await client.send(target.path, job.body, capture)
         results.append((job, capture))
         progress.done += 1
         if capture.error_kind or capture.status != 200:
@@ -84,7 +76,8 @@ async def run_point(
                 now = time.perf_counter_ns()
                 if (limit is not None and i >= limit) or (deadline is not None and now >= deadline):
                     return
-                await send(jobs[i % len(jobs)], now)
+                job = await jobs.get(i)
+                await send(job, now, now)
 
         await asyncio.gather(*(user() for _ in range(point.concurrency or 1)))
     else:
@@ -92,25 +85,28 @@ async def run_point(
     return PointCaptures(results, started)
 
 
-Sender = Callable[[Job, int], Awaitable[None]]
+Sender = Callable[[Job, int, int], Awaitable[None]]
 
 
 async def _open_loop(
-    point: Point, jobs: list[Job], started: int, deadline: int | None, send: Sender, seed: int
+    point: Point, jobs: JobStream, started: int, deadline: int | None, send: Sender, seed: int
 ) -> None:
     """Requests leave at absolute times (no drift); each waits for a free slot when
-    ``concurrency`` caps what is in flight, and that wait shows as send lag."""
+    ``concurrency`` caps what is in flight, and that wait shows as send lag (but
+    not as client lag: the client was on time, the slot was not free)."""
     assert point.rate is not None
     rng = random.Random(seed)
     gate = asyncio.Semaphore(point.concurrency) if point.concurrency else None
     tasks: list[asyncio.Task[None]] = []
 
-    async def gated(job: Job, scheduled: int) -> None:
+    async def gated(i: int, scheduled: int) -> None:
+        job = await jobs.get(i)
+        ready = time.perf_counter_ns()
         if gate is None:
-            await send(job, scheduled)
+            await send(job, scheduled, ready)
             return
         async with gate:
-            await send(job, scheduled)
+            await send(job, scheduled, ready)
 
     offset = 0.0
     for i in itertools.count():
@@ -122,7 +118,7 @@ async def _open_loop(
         wait = (scheduled - time.perf_counter_ns()) / 1e9
         if wait > 0:
             await asyncio.sleep(wait)
-        tasks.append(asyncio.create_task(gated(jobs[i % len(jobs)], scheduled)))
+        tasks.append(asyncio.create_task(gated(i, scheduled)))
         gap = 1 / point.rate
         offset += rng.expovariate(point.rate) if point.arrival == "poisson" else gap
     await asyncio.gather(*tasks)

@@ -4,10 +4,9 @@ the token-bearing events, and computes the per-request metrics.
 
 Definitions (also written into every summary.json):
 
-* token-bearing event: a chunk whose ``choices[0].delta`` has non-empty
-  ``content``, ``reasoning_content``, ``reasoning`` or ``tool_calls`` (chat), or
-  non-empty ``text`` (completions). Role-only, empty, usage-only chunks, SSE
-  comments and ``[DONE]`` are not.
+* token-bearing event: the rule in ``sparkstack.openai_stream`` (non-empty
+  content, reasoning or tool calls; role-only, empty, usage-only chunks, SSE
+  comments and ``[DONE]`` are not), shared with the gateway.
 * TTFC: first data event of any kind (what vLLM bench calls TTFT).
 * TTFT: first token-bearing event.  E2E: last token-bearing event.
 * ITL: (E2E - TTFT) / (output tokens - 1)  (= aiperf and genai-perf ITL = vLLM TPOT).
@@ -20,18 +19,27 @@ Definitions (also written into every summary.json):
 from __future__ import annotations
 
 import json
+import re
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any
 
 from sparkstack.bench.client import Capture
 from sparkstack.bench.records import RequestRecord
+from sparkstack.openai_stream import chunk_text
 
 _MS = 1e-6
 
 
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
 def _split_events(capture: Capture) -> list[tuple[int, bytes]]:
-    """(arrival ns of the event's first byte, event bytes) for each SSE event."""
+    """(arrival ns of the event's first byte, event bytes) for each SSE event.
+
+    Boundaries are found in the bytes as received (LF, CRLF or CR line ends, per
+    the SSE spec), so every offset maps back to the read that carried it."""
     stamps: list[int] = []
     offsets: list[int] = []
     position = 0
@@ -39,40 +47,23 @@ def _split_events(capture: Capture) -> list[tuple[int, bytes]]:
         stamps.append(stamp)
         offsets.append(position)
         position += len(data)
-    body = b"".join(data for _, data in capture.reads).replace(b"\r\n", b"\n")
-    if len(body) != position:  # CRLF line ends: offsets no longer match; stamp per read
-        return [(stamps[-1], event) for event in body.split(b"\n\n") if event.strip()]
+    body = b"".join(data for _, data in capture.reads)
     events: list[tuple[int, bytes]] = []
     start = 0
-    while start < len(body):
-        end = body.find(b"\n\n", start)
-        if end < 0:
-            end = len(body)
+    for boundary in (*_EVENT_END.finditer(body), None):
+        end = boundary.start() if boundary else len(body)
         event = body[start:end]
         if event.strip():
             lead = start + len(event) - len(event.lstrip())
             events.append((stamps[bisect_right(offsets, lead) - 1], event))
-        start = end + 2
+        if boundary is None:
+            break
+        start = boundary.end()
     return events
 
 
 def _payloads(event: bytes) -> list[bytes]:
-    return [line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:")]
-
-
-def _delta_text(chunk: dict[str, Any]) -> tuple[str, bool]:
-    """The text a chunk carries and whether it bears tokens."""
-    choices = chunk.get("choices") or []
-    if not choices:
-        return "", False
-    choice = choices[0]
-    if "text" in choice:
-        text = choice.get("text") or ""
-        return text, bool(text)
-    delta = choice.get("delta") or {}
-    content = delta.get("content") or ""
-    reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
-    return content + reasoning, bool(content or reasoning or delta.get("tool_calls"))
+    return [line[5:].strip() for line in _LINE_END.split(event) if line.startswith(b"data:")]
 
 
 def _error_text(payload: Any) -> str:
@@ -99,6 +90,9 @@ def measure(
         ok=False,
         start_s=(capture.t_send_ns - started_ns) / 1e9,
         send_lag_ms=max(0.0, (capture.t_send_ns - capture.t_sched_ns) * _MS),
+        client_lag_ms=max(
+            0.0, ((capture.t_ready_ns or capture.t_send_ns) - capture.t_sched_ns) * _MS
+        ),
         http_status=capture.status,
         prompt=prompt,
         input_tokens_requested=input_tokens,
@@ -126,6 +120,9 @@ class _Scan:
     texts: list[str] = field(default_factory=list)
     usage: dict[str, Any] | None = None
     first_chunk: int | None = None
+    last_chunk: int | None = None
+    first_chunk_bears: bool | None = None
+    last_chunk_bears: bool | None = None
     done_at: int | None = None
     error_kind: str = ""
     error: str = ""
@@ -147,9 +144,11 @@ def _scan(capture: Capture) -> _Scan:
             if not isinstance(chunk, dict) or "error" in chunk:
                 scan.error_kind, scan.error = "stream_error", _error_text(chunk)
                 continue
-            if scan.first_chunk is None and chunk.get("choices"):
-                scan.first_chunk = stamp
-            text, bears = _delta_text(chunk)
+            text, bears = chunk_text(chunk)
+            if chunk.get("choices"):
+                if scan.first_chunk is None:
+                    scan.first_chunk, scan.first_chunk_bears = stamp, bears
+                scan.last_chunk, scan.last_chunk_bears = stamp, bears
             if bears:
                 scan.token_times.append(stamp)
                 scan.texts.append(text)
@@ -176,6 +175,15 @@ def _fill_from_stream(record: RequestRecord, capture: Capture) -> None:
         record.ttft_ms = (times[0] - send) * _MS
         record.e2e_ms = (times[-1] - send) * _MS
         record.chunk_gaps_ms = [(b - a) * _MS for a, b in zip(times, times[1:], strict=False)]
+        # choice chunks that bear no token around the tokens (a role chunk before,
+        # a finish_reason chunk after): vLLM bench times and gaps include them
+        if scan.first_chunk is not None and scan.first_chunk_bears is False:
+            record.lead_gap_ms = (times[0] - scan.first_chunk) * _MS
+        if scan.last_chunk is not None and scan.last_chunk_bears is False:
+            record.tail_gap_ms = (scan.last_chunk - times[-1]) * _MS
+        lag = (send - capture.t_sched_ns) * _MS
+        record.ttft_sched_ms = record.ttft_ms + lag
+        record.e2e_sched_ms = record.e2e_ms + lag
     _count_tokens(record, scan.usage)
     record.ok = not record.error_kind
     _rates(record)

@@ -89,6 +89,52 @@ class Target:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
 
+@dataclass(frozen=True)
+class Checks:
+    """How the run checks itself: client calibration, validity thresholds, SLO."""
+
+    calibrate: bool = True
+    max_loop_lag_ms: float = 25.0
+    max_send_lag_ms: float = 25.0
+    slo: dict[str, float] = field(default_factory=dict)
+    """Per-request bounds in ms (ttft_ms, tpot_ms, itl_ms, e2e_ms): a request is good
+    when it meets every one (goodput); the SLO holds at a point when at least
+    ``slo_attainment`` of its requests are good."""
+    slo_attainment: float = 0.9
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """--sweep-until-saturation: double concurrency (or rate) from ``start`` until
+    throughput grows less than ``min_gain`` or the SLO breaks, at most ``limit``."""
+
+    by: str
+    start: float
+    limit: float
+    min_gain: float = 0.10
+
+
+SLO_METRICS = ("ttft_ms", "ttft_sched_ms", "tpot_ms", "itl_ms", "e2e_ms", "e2e_sched_ms")
+
+
+def parse_slo(items: tuple[str, ...] | list[str]) -> dict[str, float]:
+    """``ttft_ms=500`` or ``ttft_ms:500`` items -> {metric: bound ms}."""
+    slo: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.replace(":", "=").partition("=")
+        try:
+            bound = float(value.removesuffix("ms"))
+        except ValueError:
+            bound = -1.0
+        if not sep or name not in SLO_METRICS or bound <= 0:
+            raise BenchOptionError(
+                f"--slo {item!r}: give METRIC=MS with METRIC one of {', '.join(SLO_METRICS)}, "
+                "e.g. --slo ttft_ms=500 --slo tpot_ms=50"
+            )
+        slo[name] = bound
+    return slo
+
+
 def normalise_url(url: str) -> str:
     """``http://host:port``, ``…/v1`` or ``…/v1/chat/completions`` -> ``…/v1``."""
     parts = urlsplit(url if "://" in url else f"http://{url}")

@@ -20,6 +20,7 @@ PLOTS = {
     "throughput.png": "Throughput vs load",
     "latency.png": "TTFT and end-to-end latency vs load",
     "latency_distribution.png": "Latency distribution",
+    "saturation.png": "Sweep until saturation: the knee and goodput under the SLO",
 }
 
 
@@ -88,7 +89,12 @@ def write_plots(
         plt.close(fig)
         return path
 
-    return [
+    swept = []
+    if any(run.sweep for run in runs):
+        swept.append(
+            figure("saturation.png", lambda left, right: _saturation(left, right, runs, axis))
+        )
+    return swept + [
         figure("throughput.png", lambda left, right: _throughput(left, right, runs, axis)),
         figure("latency.png", lambda left, right: _latency(left, right, runs, axis)),
         figure("latency_distribution.png",
@@ -104,6 +110,68 @@ def _throughput(left: Axes, right: Axes, runs: list[RunSummary], axis: _XAxis) -
         left.axhline(
             ceiling, linestyle=":", color="grey", label=f"1-user decode ceiling {ceiling:g}"
         )
+    for run, x in zip(runs, axis.xs, strict=True):
+        goodputs = [p.goodput for p in run.points]
+        if any(g is not None for g in goodputs):
+            right.plot(
+                x,
+                [g if g is not None else float("nan") for g in goodputs],
+                marker="s",
+                linestyle="--",
+                label=f"{run.label} goodput (SLO met)",
+            )
+        sweep = run.sweep
+        if sweep is not None and sweep.knee_label is not None:
+            at = next(i for i, p in enumerate(run.points) if p.label == sweep.knee_label)
+            knee_x, knee_y = x[at], run.points[at].output_token_throughput
+            left.axvline(knee_x, linestyle=":", color="red", alpha=0.6)
+            left.plot(
+                [knee_x],
+                [knee_y],
+                marker="*",
+                markersize=16,
+                color="red",
+                linestyle="none",
+                label=f"{run.label} knee ({sweep.knee_label})",
+            )
+    axis.style(left, "output tokens/s (all users)")
+    axis.style(right, "requests/s")
+
+
+def _saturation(left: Axes, right: Axes, runs: list[RunSummary], axis: _XAxis) -> None:
+    for run, x in zip(runs, axis.xs, strict=True):
+        if run.sweep is None:
+            continue
+        throughput = [p.output_token_throughput for p in run.points]
+        left.plot(x, throughput, marker="o", label=f"{run.label} output tokens/s")
+        right.plot(
+            x,
+            [p.request_throughput for p in run.points],
+            marker="o",
+            label=f"{run.label} requests/s",
+        )
+        if any(p.goodput is not None for p in run.points):
+            slo = ", ".join(f"{k} ≤ {v:g}" for k, v in run.sweep.slo.items())
+            right.plot(
+                x,
+                [p.goodput if p.goodput is not None else float("nan") for p in run.points],
+                marker="s",
+                linestyle="--",
+                label=f"{run.label} goodput ({slo})",
+            )
+        if run.sweep.knee_label is not None:
+            at = next(i for i, p in enumerate(run.points) if p.label == run.sweep.knee_label)
+            for ax in (left, right):
+                ax.axvline(x[at], linestyle=":", color="red", alpha=0.7)
+            left.plot(
+                [x[at]],
+                [throughput[at]],
+                marker="*",
+                markersize=16,
+                color="red",
+                linestyle="none",
+                label=f"knee: {run.sweep.knee_label}",
+            )
     axis.style(left, "output tokens/s (all users)")
     axis.style(right, "requests/s")
 

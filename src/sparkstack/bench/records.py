@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sparkstack.bench.errors import BenchDataError
+
 # Python's csv module rejects fields over 128 KiB by default; long-context prompts
 # are far bigger than that.
 csv.field_size_limit(2**31 - 1)
@@ -26,6 +28,8 @@ class RequestRecord:
     """Seconds from the start of the point to ``t_send``."""
     send_lag_ms: float = 0.0
     """``t_send`` minus the scheduled time (open-loop modes; 0 in closed loop)."""
+    client_lag_ms: float = 0.0
+    """How late the client itself was on the schedule (open loop), slot waits excluded."""
     http_status: int = 0
     error_kind: str = ""
     error: str = ""
@@ -43,6 +47,13 @@ class RequestRecord:
     ttft_ms: float | None = None
     e2e_ms: float | None = None
     close_ms: float | None = None
+    ttft_sched_ms: float | None = None
+    """TTFT from the scheduled send time (coordinated-omission safe; = TTFT in closed loop)."""
+    e2e_sched_ms: float | None = None
+    lead_gap_ms: float | None = None
+    """First choice chunk (a role chunk) to the first token, when that chunk bore none."""
+    tail_gap_ms: float | None = None
+    """Last token to the last choice chunk (a finish_reason chunk), when that bore none."""
     itl_ms: float | None = None
     tpot_ms: float | None = None
     output_tok_s: float | None = None
@@ -54,6 +65,14 @@ class RequestRecord:
 
 _FIELDS = [f.name for f in dataclasses.fields(RequestRecord)]
 _TYPES = {f.name: str(f.type) for f in dataclasses.fields(RequestRecord)}
+_ADDED = {
+    "client_lag_ms",
+    "ttft_sched_ms",
+    "e2e_sched_ms",
+    "lead_gap_ms",
+    "tail_gap_ms",
+}
+"""Columns newer than schema v1: files without them still read (defaults)."""
 
 
 def _cell(value: Any) -> str:
@@ -90,12 +109,33 @@ def write_requests_csv(path: Path, records: list[RequestRecord]) -> None:
 
 
 def read_requests_csv(path: Path) -> list[RequestRecord]:
-    with path.open(newline="", encoding="utf-8") as source:
-        reader = csv.DictReader(source)
-        missing = set(_FIELDS) - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(
-                f"{path}: not a sparkstack requests.csv (missing columns: "
-                f"{', '.join(sorted(missing))})"
-            )
-        return [RequestRecord(**{n: _parse(n, row[n]) for n in _FIELDS}) for row in reader]
+    try:
+        with path.open(newline="", encoding="utf-8") as source:
+            reader = csv.DictReader(source)
+            columns = set(reader.fieldnames or [])
+            missing = set(_FIELDS) - _ADDED - columns
+            if missing:
+                raise BenchDataError(
+                    f"{path}: not a sparkstack requests.csv (missing columns: "
+                    f"{', '.join(sorted(missing))})"
+                )
+            present = [n for n in _FIELDS if n in columns]
+            return [_row(path, reader.line_num, row, present) for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise BenchDataError(f"{path}: cannot read it as CSV ({exc})") from exc
+
+
+def _row(path: Path, line: int, row: dict[str, str | None], names: list[str]) -> RequestRecord:
+    values: dict[str, Any] = {}
+    for name in names:
+        text = row.get(name)
+        if text is None:
+            raise BenchDataError(f"{path}, line {line}: the row is short (no {name!r} value)")
+        try:
+            values[name] = _parse(name, text)
+        except ValueError:
+            raise BenchDataError(
+                f"{path}, line {line}: column {name!r} holds {text[:40]!r}, "
+                f"not a {_TYPES[name].replace(' | None', '')}"
+            ) from None
+    return RequestRecord(**values)

@@ -125,6 +125,7 @@ def _run_section(run: RunSummary) -> str:
                 rows,
             )
         )
+    parts.append(_checks_section(run))
     errors = [f"{p.label}: {e}" for p in run.points for e in p.error_examples]
     if errors:
         parts.append(
@@ -139,6 +140,170 @@ def _run_section(run: RunSummary) -> str:
             + "</ul>"
         )
     return "".join(parts)
+
+
+def _ci(point: PointSummary, metric: str, stat: str) -> str:
+    found = point.metrics.get(metric)
+    if found is None or found.get(stat) is None:
+        return "–"
+    text = _num(found.get(stat))
+    interval = (found.ci95 or {}).get(stat)
+    if interval:
+        text += f" [{_num(interval[0])}, {_num(interval[1])}]"
+    if stat == "p99" and found.p99_low_n:
+        text += " (n<100)"
+    return text
+
+
+def _checks_section(run: RunSummary) -> str:
+    """Client calibration, validity per point, intervals, steady state, the
+    client/engine split, compat numbers and the sweep's knee."""
+    if run.tool != "sparkstack":
+        return ""
+    parts: list[str] = []
+    cal = run.calibration
+    if cal is not None:
+        parts.append(
+            f"<h3>Client calibration (null server, same loop)</h3><p>{cal.requests_per_s:,.0f} "
+            f"requests/s, {cal.events_per_s:,.0f} SSE events/s, {cal.parse_us_per_event:.1f} µs "
+            f"to parse an event, timer jitter p50 {cal.timer_jitter_ms_p50:.2f} ms / p99 "
+            f"{cal.timer_jitter_ms_p99:.2f} ms.</p>"
+        )
+    rows = []
+    for p in run.points:
+        c = p.client
+        rows.append(
+            [
+                p.label,
+                "valid" if p.valid else "INVALID",
+                "–" if c is None or c.client_share is None else f"{100 * c.client_share:.1f}%",
+                _num(c.loop_lag_ms_p99) if c else "–",
+                _num(c.client_lag_ms_p99) if c else "–",
+                "; ".join(c.reasons) if c else "",
+            ]
+        )
+    parts.append(
+        "<h3>Run validity: did the client keep up?</h3>"
+        + html_table(
+            [
+                "point",
+                "verdict",
+                "client ceiling used",
+                "loop lag p99 ms",
+                "send lag p99 ms",
+                "reason",
+            ],
+            rows,
+        )
+    )
+    checks = [
+        [p.label, c.name, "ok" if c.ok else "check", c.detail]
+        for p in run.points
+        for c in p.validity
+    ]
+    if checks:
+        parts.append(
+            "<h3>Run validity: the measurement</h3>"
+            + html_table(["point", "check", "", "detail"], checks)
+        )
+    ci_rows = [[p.label, *(_ci(p, m, s) for m, s in _CI_CELLS)] for p in run.points]
+    parts.append(
+        "<h3>95% bootstrap intervals (this run)</h3>"
+        + html_table(["point", *(f"{m} {s}" for m, s in _CI_CELLS)], ci_rows)
+    )
+    steady = [
+        [
+            p.label,
+            f"{p.steady.start_s:.2f}–{p.steady.end_s:.2f} s",
+            str(p.steady.requests),
+            _num(p.steady.output_token_throughput),
+            _num(p.output_token_throughput),
+            _num(p.steady.metrics["ttft_ms"].p50 if "ttft_ms" in p.steady.metrics else None),
+            _num(p.stat("ttft_ms", "p50")),
+        ]
+        for p in run.points
+        if p.steady
+    ]
+    if steady:
+        parts.append(
+            "<h3>Steady state (ramp-up and drain excluded) vs whole point</h3>"
+            + html_table(
+                [
+                    "point",
+                    "window",
+                    "requests",
+                    "out tok/s steady",
+                    "out tok/s whole",
+                    "TTFT p50 steady",
+                    "TTFT p50 whole",
+                ],
+                steady,
+            )
+        )
+    split = [
+        [
+            p.label,
+            _num(p.split.client_ttft_ms_mean),
+            _num(p.split.engine_ttft_ms_mean),
+            _num(p.split.ttft_outside_engine_ms),
+            _num(p.split.client_e2e_ms_mean),
+            _num(p.split.engine_e2e_ms_mean),
+            _num(p.split.e2e_outside_engine_ms),
+        ]
+        for p in run.points
+        if p.split
+    ]
+    if split:
+        parts.append(
+            "<h3>Client vs engine (the engine's own histograms)</h3>"
+            + html_table(
+                [
+                    "point",
+                    "TTFT client",
+                    "TTFT engine",
+                    "outside engine",
+                    "E2E client",
+                    "E2E engine",
+                    "outside engine",
+                ],
+                split,
+            )
+        )
+    compat_rows = [
+        [p.label, tool, name, _num(stat.mean), _num(stat.p50), _num(stat.p99)]
+        for p in run.points
+        for tool, metrics in p.compat.items()
+        for name, stat in metrics.items()
+    ]
+    if compat_rows:
+        parts.append(
+            "<h3>The same requests under other tools' definitions</h3>"
+            + html_table(["point", "tool", "their metric", "mean", "p50", "p99"], compat_rows)
+        )
+    if run.sweep is not None:
+        sw = run.sweep
+        parts.append(
+            f"<h3>Sweep until saturation</h3><p>{html.escape(sw.stop_reason)}; knee at "
+            f"<b>{html.escape(sw.knee_label or '–')}</b>"
+            + (
+                f"; best goodput {sw.best_goodput:.2f} req/s at "
+                f"{html.escape(sw.best_goodput_label or '')}"
+                if sw.best_goodput is not None
+                else ""
+            )
+            + "</p>"
+        )
+    return "".join(parts)
+
+
+_CI_CELLS = (
+    ("ttft_ms", "p50"),
+    ("ttft_ms", "p90"),
+    ("ttft_ms", "p99"),
+    ("itl_ms", "mean"),
+    ("e2e_ms", "p90"),
+    ("ttft_sched_ms", "p90"),
+)
 
 
 def write_report(

@@ -1,6 +1,8 @@
 """Runs a benchmark from start to end: checks the server, picks a tokenizer,
-probes which length-control fields the server accepts, runs each point, and
-writes the run directory (requests.csv, summary.json/csv, plots, report.html)."""
+probes which length-control fields the server accepts, calibrates the client
+against a null server, runs each point (or sweeps until saturation), judges each
+point's validity, and writes the run directory (requests.csv, summary.json/csv,
+plots, report.html)."""
 
 from __future__ import annotations
 
@@ -15,20 +17,28 @@ from typing import TextIO
 
 import aiohttp
 
+from sparkstack.bench.calibrate import Calibration, calibrate
 from sparkstack.bench.client import BenchClient, Capture
-from sparkstack.bench.load import Job, make_body, run_point, warm_up
+from sparkstack.bench.compat import compat
+from sparkstack.bench.jobs import Job, JobStream
+from sparkstack.bench.load import make_body, run_point, warm_up
+from sparkstack.bench.looplag import LoopLagMonitor
 from sparkstack.bench.measure import measure
-from sparkstack.bench.options import BenchOptionError, Point, Target
+from sparkstack.bench.options import BenchOptionError, Checks, Point, Sweep, Target
 from sparkstack.bench.progress import Progress
 from sparkstack.bench.prompts import Tokenizer, build_prompts, local_tokenizer, server_tokenizer
 from sparkstack.bench.records import RequestRecord, write_requests_csv
+from sparkstack.bench.report import COLUMNS, cell, text_table, write_report
+from sparkstack.bench.saturation import goodput, next_point, sweep_result
 from sparkstack.bench.scenarios import fit_context
 from sparkstack.bench.server_metrics import MetricsSampler, ServerInfo, server_info
-from sparkstack.bench.summary import PointSummary, RunSummary, summarise
+from sparkstack.bench.steady import steady_state
+from sparkstack.bench.summary import ClientServerSplit, PointSummary, RunSummary, summarise
+from sparkstack.bench.validity import Thresholds, client_health, run_checks
 from sparkstack.errors import SparkstackError
 
 _POOL = 256
-"""Distinct prompts per point in duration mode (they repeat after that)."""
+"""Prompts per batch in duration mode; more batches are built while it runs."""
 
 
 class BenchError(SparkstackError):
@@ -138,12 +148,27 @@ def _warnings(point: PointSummary, records: list[RequestRecord]) -> list[str]:
     return notes
 
 
+@dataclass
+class _Context:
+    """What every point of a run shares."""
+
+    client: BenchClient
+    target: Target
+    tokenizer: Tokenizer | None
+    fields: list[str]
+    sampler: MetricsSampler | None
+    checks: Checks
+    calibration: Calibration | None
+
+
 async def run_bench(
     target: Target,
     points: list[Point],
     folder: Path,
     scenario: str | None = None,
     label: str = "",
+    checks: Checks | None = None,
+    sweep: Sweep | None = None,
 ) -> BenchResult:
     summary = RunSummary(
         label=label or folder.name,
@@ -154,6 +179,7 @@ async def run_bench(
         seed=target.seed,
         scenario=scenario,
     )
+    checks = checks or Checks()
     client = BenchClient(target.url, target.headers, target.timeout)
     records: list[RequestRecord] = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
@@ -180,13 +206,25 @@ async def run_bench(
                 if info.gateway
                 else None
             )
-            for number, point in enumerate(points):
-                result = await _run_one(
-                    client, target, point, tokenizer, fields, sampler, target.seed + number
-                )
+            if checks.calibrate:
+                summary.calibration = await calibrate()
+            context = _Context(
+                client, target, tokenizer, fields, sampler, checks, summary.calibration
+            )
+            number = 0
+            point: Point | None = points[0] if points else None
+            while point is not None:
+                result = await _run_one(context, point, target.seed + number)
                 summary.points.append(result[0])
                 summary.warnings += _warnings(result[0], result[1])
                 records += result[1]
+                number += 1
+                if sweep is None:
+                    point = points[number] if number < len(points) else None
+                else:
+                    point = next_point(sweep, checks, summary.points, point)
+            if sweep is not None:
+                summary.sweep = sweep_result(sweep, checks, summary.points)
         finally:
             await client.close()
     # closed transports release their sockets on the next loop pass; give it one
@@ -197,8 +235,6 @@ async def run_bench(
 
 def save_run(result: BenchResult) -> None:
     """Write the run directory (after the event loop is done: plotting is slow)."""
-    from sparkstack.bench.report import write_report
-
     result.folder.mkdir(parents=True, exist_ok=True)
     write_requests_csv(result.folder / "requests.csv", result.records)
     result.summary.write(result.folder)
@@ -223,22 +259,45 @@ def _check_server(target: Target, info: ServerInfo) -> None:
         )
 
 
-async def _run_one(
-    client: BenchClient,
-    target: Target,
-    point: Point,
-    tokenizer: Tokenizer | None,
-    fields: list[str],
-    sampler: MetricsSampler | None,
-    seed: int,
-) -> tuple[PointSummary, list[RequestRecord]]:
+async def _job_stream(context: _Context, point: Point, seed: int) -> tuple[JobStream, list[Job]]:
+    """The point's requests and its warm-up requests (built apart, sent first)."""
     count = point.requests or _POOL
-    jobs = await _jobs(target, point, tokenizer, fields, count + point.warmup, seed)
-    await warm_up(client, target, jobs[count:])
+    built = await _jobs(
+        context.target, point, context.tokenizer, context.fields, count + point.warmup, seed
+    )
+    first, warm = built[:count], built[count:]
+    if point.requests is not None:
+        return JobStream(first), warm
+
+    async def more(batch: int) -> list[Job]:
+        return await _jobs(
+            context.target,
+            point,
+            context.tokenizer,
+            context.fields,
+            _POOL,
+            seed + 1_000_003 * batch,
+        )
+
+    return JobStream(first, more), warm
+
+
+async def _run_one(
+    context: _Context, point: Point, seed: int
+) -> tuple[PointSummary, list[RequestRecord]]:
+    client, target, sampler = context.client, context.target, context.sampler
+    jobs, warm = await _job_stream(context, point, seed)
+    await warm_up(client, target, warm)
     if sampler is not None:
-        sampler.start()
-    with Progress(point.label, point.requests, point.duration) as progress:
-        captured = await run_point(client, target, point, jobs[:count], progress)
+        await sampler.start()
+    monitor = LoopLagMonitor()
+    monitor.start()
+    try:
+        with Progress(point.label, point.requests, point.duration) as progress:
+            captured = await run_point(client, target, point, jobs, progress)
+    finally:
+        lags = await monitor.stop()
+        await jobs.close()
     server = await sampler.stop() if sampler is not None else None
     records = [
         measure(
@@ -263,18 +322,78 @@ async def _run_one(
         output_tokens=str(point.output),
         server=server,
     )
-    return summarise(summary, records), records
+    summarise(summary, records)
+    _judge(context, summary, records, lags)
+    return summary, records
+
+
+def _judge(
+    context: _Context, point: PointSummary, records: list[RequestRecord], lags: list[float]
+) -> None:
+    """Validity, steady state, compat, client/server split and goodput of a point."""
+    checks = context.checks
+    limits = Thresholds(checks.max_loop_lag_ms, checks.max_send_lag_ms)
+    point.client = client_health(point, records, lags, context.calibration, limits)
+    point.valid = point.client.valid
+    point.validity = run_checks(point, records, context.fields)
+    point.steady = steady_state(records)
+    point.compat, point.compat_scalars = compat(records)
+    point.split = _split(point)
+    if checks.slo:
+        point.goodput = goodput(records, checks.slo, point.duration_s)
+
+
+def _split(point: PointSummary) -> ClientServerSplit | None:
+    server = point.server
+    ttft = point.stat("ttft_ms")
+    if server is None or server.engine_ttft_ms_mean is None or ttft is None:
+        return None
+    e2e = point.stat("e2e_ms")
+    engine_e2e = server.engine_e2e_ms_mean
+    return ClientServerSplit(
+        client_ttft_ms_mean=ttft,
+        engine_ttft_ms_mean=server.engine_ttft_ms_mean,
+        ttft_outside_engine_ms=ttft - server.engine_ttft_ms_mean,
+        client_e2e_ms_mean=e2e,
+        engine_e2e_ms_mean=engine_e2e,
+        e2e_outside_engine_ms=None if e2e is None or engine_e2e is None else e2e - engine_e2e,
+        engine_requests=server.engine_requests or 0,
+    )
 
 
 def print_table(summary: RunSummary, out: TextIO | None = None) -> None:
     """The report's table, as text (the columns that fit a terminal)."""
-    from sparkstack.bench.report import COLUMNS, cell, text_table
-
     shown = [c for c in COLUMNS if c[0] not in _WIDE]
     rows = [["point", *(c[0] for c in shown)]]
     rows += [[p.label, *(cell(p, m, s) for _, m, s in shown)] for p in summary.points]
     stream = out or sys.stdout
     print(text_table(rows, left=0), file=stream)
+    cal = summary.calibration
+    if cal is not None:
+        shares = ", ".join(
+            f"{p.label} {100 * p.client.client_share:.1f}%"
+            for p in summary.points
+            if p.client is not None and p.client.client_share is not None
+        )
+        print(
+            f"client ceiling (null server): {cal.requests_per_s:,.0f} req/s, "
+            f"{cal.events_per_s:,.0f} events/s; used: {shares or '-'}",
+            file=stream,
+        )
+    for point in summary.points:
+        if not point.valid and point.client is not None:
+            print(f"INVALID {point.label}: {'; '.join(point.client.reasons)}", file=stream)
+    if summary.sweep is not None:
+        sweep = summary.sweep
+        print(
+            f"sweep: {sweep.stop_reason}; knee at {sweep.knee_label or '-'}"
+            + (
+                f"; best goodput {sweep.best_goodput:.2f} req/s at {sweep.best_goodput_label}"
+                if sweep.best_goodput is not None
+                else ""
+            ),
+            file=stream,
+        )
     for note in summary.warnings:
         print(f"note: {note}", file=stream)
 

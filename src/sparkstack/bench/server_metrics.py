@@ -1,7 +1,10 @@
 """What the server says about itself: whether it is a sparkstack gateway (its
 /v1/models entries are ``owned_by: sparkstack``), the model's decode ceiling from
 the planner, the model's context length, and engine-side figures sampled from the
-gateway's /metrics once a second during each point (KV-cache usage, queue)."""
+gateway's /metrics once a second during each point (KV-cache usage, queue), plus
+the engine's own counters and histograms differenced over the point: prefix-cache
+hits / queries, and its TTFT and end-to-end latency (sum / count), which the run
+sets beside the client's to split client + network + gateway time from engine time."""
 
 from __future__ import annotations
 
@@ -22,7 +25,18 @@ _SERIES = {
     "sglang:num_queue_reqs": "waiting",
     "vllm:num_requests_running": "running",
     "sglang:num_running_reqs": "running",
+    "vllm:prefix_cache_hits_total": "cache_hits",
+    "vllm:prefix_cache_queries_total": "cache_queries",
+    "vllm:time_to_first_token_seconds_sum": "ttft_sum",
+    "vllm:time_to_first_token_seconds_count": "ttft_count",
+    "sglang:time_to_first_token_seconds_sum": "ttft_sum",
+    "sglang:time_to_first_token_seconds_count": "ttft_count",
+    "vllm:e2e_request_latency_seconds_sum": "e2e_sum",
+    "vllm:e2e_request_latency_seconds_count": "e2e_count",
+    "sglang:e2e_request_latency_seconds_sum": "e2e_sum",
+    "sglang:e2e_request_latency_seconds_count": "e2e_count",
 }
+_COUNTERS = ("cache_hits", "cache_queries", "ttft_sum", "ttft_count", "e2e_sum", "e2e_count")
 
 
 @dataclass
@@ -103,11 +117,13 @@ class MetricsSampler:
 
     async def _run(self) -> None:
         while True:
-            await self._sample()
             await asyncio.sleep(self._period)
+            await self._sample()
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """First sample before the point's load begins (the counters' baseline)."""
         self._samples = []
+        await self._sample()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> ServerMetrics:
@@ -123,4 +139,20 @@ class MetricsSampler:
         running = [s["running"] for s in self._samples if "running" in s]
         result.requests_waiting_max = max(waiting) if waiting else None
         result.requests_running_max = max(running) if running else None
+        _deltas(result, self._samples)
         return result
+
+
+def _deltas(result: ServerMetrics, samples: list[dict[str, float]]) -> None:
+    """Counter and histogram differences between the first and last sample."""
+    if len(samples) < 2:
+        return
+    first, last = samples[0], samples[-1]
+    delta = {k: last[k] - first[k] for k in _COUNTERS if k in first and k in last}
+    if delta.get("cache_queries", 0) > 0:
+        result.prefix_cache_hit_rate = delta.get("cache_hits", 0.0) / delta["cache_queries"]
+    if delta.get("ttft_count", 0) > 0:
+        result.engine_ttft_ms_mean = 1000 * delta["ttft_sum"] / delta["ttft_count"]
+        result.engine_requests = int(delta["ttft_count"])
+    if delta.get("e2e_count", 0) > 0:
+        result.engine_e2e_ms_mean = 1000 * delta["e2e_sum"] / delta["e2e_count"]

@@ -1,18 +1,35 @@
 """Aggregates a point's `RequestRecord`s into a `PointSummary`, and owns the
-run's ``summary.json`` (schema ``sparkstack.bench/v1``, documented in the README)
-and the tidy long-format ``summary.csv`` (one row per point, metric and stat)."""
+run's ``summary.json`` (schema ``sparkstack.bench/v1.1``, documented in the README;
+v1 files still read: v1.1 only adds fields) and the tidy long-format
+``summary.csv`` (one row per point, metric and stat)."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
+from sparkstack.bench.calibrate import Calibration
+from sparkstack.bench.definitions import COMPAT_DEFINITIONS, METRIC_DEFINITIONS, MetricDefinition
+from sparkstack.bench.errors import BenchDataError
 from sparkstack.bench.records import RequestRecord
 from sparkstack.bench.stats import Stat, describe
 
-SCHEMA = "sparkstack.bench/v1"
+SCHEMA = "sparkstack.bench/v1.1"
+READABLE_SCHEMAS = ("sparkstack.bench/v1", SCHEMA)
+CI_METRICS = (
+    "ttft_ms",
+    "ttft_sched_ms",
+    "ttfc_ms",
+    "itl_ms",
+    "tpot_ms",
+    "e2e_ms",
+    "e2e_sched_ms",
+    "output_tok_s",
+    "decode_tok_s",
+)
+"""Metrics whose statistics get bootstrap intervals (per request; not pooled gaps)."""
 
 DEFINITIONS: dict[str, str] = {
     "ttft_ms": "first token-bearing event - request sent (reasoning chunks count)",
@@ -26,6 +43,11 @@ DEFINITIONS: dict[str, str] = {
     "decode_tok_s": "1000 / itl_ms per request (decode speed one user sees)",
     "prefill_tok_s": "usage.prompt_tokens / ttft per request",
     "send_lag_ms": "request sent - scheduled (open loop; client-side queueing)",
+    "client_lag_ms": "client ready to send - scheduled (open loop; the client's own lateness, "
+    "slot waits excluded)",
+    "ttft_sched_ms": "first token-bearing event - scheduled send time (open loop: "
+    "coordinated-omission safe; = ttft_ms in closed loop)",
+    "e2e_sched_ms": "last token-bearing event - scheduled send time",
     "output_token_throughput": "sum of output tokens of ok requests / duration",
     "request_throughput": "ok requests / duration",
     "input_token_throughput": "sum of usage.prompt_tokens of ok requests / duration",
@@ -48,6 +70,9 @@ METRIC_UNITS: dict[str, str] = {
     "completion_tokens": "tokens",
     "tokens_per_event": "tokens",
     "send_lag_ms": "ms",
+    "client_lag_ms": "ms",
+    "ttft_sched_ms": "ms",
+    "e2e_sched_ms": "ms",
 }
 
 
@@ -59,6 +84,58 @@ class ServerMetrics(BaseModel):
     kv_cache_usage_mean: float | None = None
     requests_waiting_max: float | None = None
     requests_running_max: float | None = None
+    prefix_cache_hit_rate: float | None = None
+    """Engine prefix-cache hits / queries (tokens) over the point, from its own counters."""
+    engine_ttft_ms_mean: float | None = None
+    """The engine's own TTFT histogram (sum/count delta over the point), e.g. vLLM's."""
+    engine_e2e_ms_mean: float | None = None
+    engine_requests: int | None = None
+
+
+class ClientHealth(BaseModel):
+    """Did the client keep up at this point? (thresholds: --max-loop-lag-ms,
+    --max-send-lag-ms)."""
+
+    loop_lag_ms_p99: float | None = None
+    loop_lag_ms_max: float | None = None
+    client_lag_ms_p99: float | None = None
+    client_share: float | None = None
+    """max(requests/s, events/s) of this point / the calibrated client ceiling."""
+    valid: bool = True
+    reasons: list[str] = Field(default_factory=list)
+
+
+class ValidityCheck(BaseModel):
+    name: str
+    ok: bool
+    value: float | None = None
+    detail: str = ""
+
+
+class SteadyState(BaseModel):
+    """The window where the load was at its plateau: from the moment the requests
+    in flight first reach their median level to the last send (ramp-up and drain
+    excluded). Figures over requests that started and ended inside it."""
+
+    start_s: float
+    end_s: float
+    requests: int
+    request_throughput: float
+    output_token_throughput: float
+    metrics: dict[str, Stat] = Field(default_factory=dict)
+
+
+class ClientServerSplit(BaseModel):
+    """Client TTFT/E2E minus the engine's own (its histograms via the gateway's
+    /metrics over the same point): network + gateway + client time."""
+
+    client_ttft_ms_mean: float
+    engine_ttft_ms_mean: float
+    ttft_outside_engine_ms: float
+    client_e2e_ms_mean: float | None = None
+    engine_e2e_ms_mean: float | None = None
+    e2e_outside_engine_ms: float | None = None
+    engine_requests: int = 0
 
 
 class PointSummary(BaseModel):
@@ -81,10 +158,37 @@ class PointSummary(BaseModel):
     osl_sources: dict[str, int] = Field(default_factory=dict)
     metrics: dict[str, Stat] = Field(default_factory=dict)
     server: ServerMetrics | None = None
+    client: ClientHealth | None = None
+    valid: bool = True
+    """False when the client could not keep up (see ``client.reasons``)."""
+    validity: list[ValidityCheck] = Field(default_factory=list)
+    steady: SteadyState | None = None
+    split: ClientServerSplit | None = None
+    compat: dict[str, dict[str, Stat]] = Field(default_factory=dict)
+    """This point's numbers under other tools' definitions: vllm, aiperf, genai-perf,
+    guidellm -> their metric name -> statistics."""
+    compat_scalars: dict[str, dict[str, float]] = Field(default_factory=dict)
+    """Their throughputs and durations, same keys."""
+    goodput: float | None = None
+    """Requests/s that met every --slo bound (DistServe / vLLM bench goodput)."""
 
     def stat(self, metric: str, stat: str = "mean") -> float | None:
         found = self.metrics.get(metric)
         return found.get(stat) if found else None
+
+
+class SweepResult(BaseModel):
+    """--sweep-until-saturation: how the sweep ended and where the knee is."""
+
+    by: str
+    """concurrency or rate."""
+    stop_reason: str
+    knee_label: str | None = None
+    knee_x: float | None = None
+    slo: dict[str, float] = Field(default_factory=dict)
+    """metric:stat -> upper bound in ms, e.g. {"ttft_ms:p90": 2000}."""
+    best_goodput: float | None = None
+    best_goodput_label: str | None = None
 
 
 class RunSummary(BaseModel):
@@ -103,6 +207,14 @@ class RunSummary(BaseModel):
     gateway: bool = False
     decode_ceiling_tok_s: float | None = None
     definitions: dict[str, str] = Field(default_factory=lambda: dict(DEFINITIONS))
+    metric_definitions: dict[str, MetricDefinition] = Field(
+        default_factory=lambda: dict(METRIC_DEFINITIONS)
+    )
+    compat_definitions: dict[str, dict[str, MetricDefinition]] = Field(
+        default_factory=lambda: {k: dict(v) for k, v in COMPAT_DEFINITIONS.items()}
+    )
+    calibration: Calibration | None = None
+    sweep: SweepResult | None = None
     points: list[PointSummary] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
 
@@ -114,7 +226,19 @@ class RunSummary(BaseModel):
 
     @classmethod
     def read(cls, path: Path) -> RunSummary:
-        return cls.model_validate_json(path.read_text())
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BenchDataError(f"{path}: cannot read it ({exc})") from exc
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+            raise BenchDataError(
+                f"{path}: not a sparkstack summary.json ({where}: {first['msg']}); "
+                "rerun the benchmark or give the run folder it came from"
+            ) from None
 
 
 def _values(records: list[RequestRecord], name: str) -> list[float]:
@@ -161,14 +285,17 @@ def summarise(point: PointSummary, records: list[RequestRecord]) -> PointSummary
             "completion_tokens",
         )
     }
+    columns["ttft_sched_ms"] = _values(ok, "ttft_sched_ms")
+    columns["e2e_sched_ms"] = _values(ok, "e2e_sched_ms")
     columns["send_lag_ms"] = _values(records, "send_lag_ms")
+    columns["client_lag_ms"] = _values(records, "client_lag_ms")
     columns["chunk_gap_ms"] = [gap for r in ok for gap in r.chunk_gaps_ms]
     columns["decode_tok_s"] = [1000 / v for v in columns["itl_ms"] if v > 0]
     columns["tokens_per_event"] = [
         (r.completion_tokens or 0) / r.token_events for r in ok if r.token_events
     ]
     for name, values in columns.items():
-        stat = describe(values)
+        stat = describe(values, ci=name in CI_METRICS)
         if stat is not None:
             point.metrics[name] = stat
     return point
@@ -200,3 +327,6 @@ def write_summary_csv(path: Path, points: list[PointSummary]) -> None:
                     value = stat.get(key)
                     if value is not None:
                         writer.writerow([*head, name, key, repr(float(value)), unit])
+                for key, (low, high) in (stat.ci95 or {}).items():
+                    writer.writerow([*head, name, f"{key}_ci95_low", repr(low), unit])
+                    writer.writerow([*head, name, f"{key}_ci95_high", repr(high), unit])

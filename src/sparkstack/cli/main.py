@@ -1,5 +1,6 @@
-"""Entry point of the `sparkstack` command: validates input, calls the API,
-turns ``SparkstackError`` into a message and exit code 1."""
+"""Entry point of the `sparkstack` command: a thin adapter that validates input
+and calls the Python API; errors leave through the one boundary in
+``cli/errors.py`` (exit codes 1 error, 2 usage, 3 does not fit)."""
 
 from __future__ import annotations
 
@@ -11,26 +12,38 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from functools import partial
 from pathlib import Path
 
 import click
+from pydantic import ValidationError
 
 from sparkstack import __version__
-from sparkstack.errors import SparkstackError
+from sparkstack.cli.bench import bench
+from sparkstack.cli.errors import EXIT_DOES_NOT_FIT, run
+from sparkstack.engines.registry import known_engines
+from sparkstack.env_file import load_env_file
+from sparkstack.errors import DoesNotFitError, SparkstackError
+from sparkstack.gateway.keys import KeyStore
+from sparkstack.machine import resolve_machine
+from sparkstack.modelfacts.inspect import inspect_source
+from sparkstack.planner.plan import build_plan
+from sparkstack.planner.render import render_facts, render_plan
+from sparkstack.serve import install_uvloop, serve
 from sparkstack.settings import Settings
+from sparkstack.shutdown import bring_down
 from sparkstack.stack import Stack, load_stack
 from sparkstack.stack.demo import demo_stack
-
-
-def _fail(exc: SparkstackError) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(1)
+from sparkstack.supervisor.run_file import RunFile
 
 
 def _load(stack_file: Path | None, listen: str | None) -> Stack:
-    stack = load_stack(stack_file) if stack_file else demo_stack()
+    stack = load_stack(stack_file, known_engines()) if stack_file else demo_stack()
     if listen:
-        gateway = stack.gateway.model_validate({**stack.gateway.model_dump(), "listen": listen})
+        try:
+            gateway = stack.gateway.model_validate({**stack.gateway.model_dump(), "listen": listen})
+        except ValidationError as exc:
+            raise click.BadParameter(exc.errors()[0]["msg"], param_hint="--listen") from exc
         stack = stack.model_copy(update={"gateway": gateway})
     return stack
 
@@ -46,44 +59,34 @@ def cli() -> None:
 @click.option("--listen", help="host:port for the gateway (overrides gateway.listen).")
 @click.option("--dry-run", is_flag=True, help="Print every command and file; start nothing.")
 def up(stack_file: Path | None, listen: str | None, dry_run: bool) -> None:
-    """Start the gateway and the models of STACK_FILE (the demo stack without one)."""
+    """Start the gateway and the models of STACK_FILE (the demo stack without one).
+    Exit code 3 when the stack does not fit this machine."""
     from sparkstack.containers.dry_run import render_dry_run
     from sparkstack.containers.preflight import check_containers
-    from sparkstack.serve import install_uvloop, serve
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
     )
-    from sparkstack.env_file import load_env_file
-    from sparkstack.planner.plan import build_plan
-    from sparkstack.planner.render import render_plan
-
     for folder in {Path.cwd(), (stack_file or Path.cwd()).resolve().parent}:
         load_env_file(folder / ".env")
-    try:
-        stack = _load(stack_file, listen)
-        plan = build_plan(stack)
-        if not plan.fits:
-            click.echo(render_plan(plan), err=True)
-            raise SparkstackError(
-                "the stack does not fit this machine (plan above); nothing was started"
-            )
-        settings = Settings.from_env()
-        cuda = plan.machine.device == "cuda"
-        if dry_run:
-            click.echo(render_dry_run(stack, plan, settings, cuda))
-            return
-        check_containers(stack, settings, cuda)
-        for model in plan.models:
-            for warning in model.warnings:
-                logging.getLogger("sparkstack").warning("%s: %s", model.name, warning)
-        install_uvloop()
-        asyncio.run(serve(stack, settings, plan))
-    except SparkstackError as exc:
-        _fail(exc)
-    except ValueError as exc:  # pydantic's error for a bad --listen
-        click.echo(f"error: --listen: {exc}", err=True)
-        sys.exit(2)
+    stack = _load(stack_file, listen)
+    plan = build_plan(stack)
+    if not plan.fits:
+        click.echo(render_plan(plan), err=True)
+        raise DoesNotFitError(
+            "the stack does not fit this machine (plan above); nothing was started"
+        )
+    settings = Settings.from_env()
+    cuda = plan.machine.device == "cuda"
+    if dry_run:
+        click.echo(render_dry_run(stack, plan, settings, cuda))
+        return
+    check_containers(stack, settings, cuda)
+    for model in plan.models:
+        for warning in model.warnings:
+            logging.getLogger("sparkstack").warning("%s: %s", model.name, warning)
+    install_uvloop()
+    asyncio.run(serve(stack, settings, plan))
 
 
 @cli.command()
@@ -92,13 +95,7 @@ def up(stack_file: Path | None, listen: str | None, dry_run: bool) -> None:
 @click.option("--offline", is_flag=True, help="Never ask the hub; cache and catalog only.")
 def inspect(source: str, as_json: bool, offline: bool) -> None:
     """Model facts of SOURCE: a HF folder, a .gguf file, or a HF repo id."""
-    from sparkstack.modelfacts.inspect import inspect_source
-    from sparkstack.planner.render import render_facts
-
-    try:
-        facts = inspect_source(source, offline=offline)
-    except SparkstackError as exc:
-        _fail(exc)
+    facts = inspect_source(source, offline=offline)
     click.echo(facts.model_dump_json(indent=2) if as_json else render_facts(facts))
 
 
@@ -112,37 +109,26 @@ def plan(
     stack_file: Path | None, as_json: bool, explain: bool, machine_name: str | None, offline: bool
 ) -> None:
     """Will STACK_FILE fit, and with which engine flags? Starts nothing.
-    Exit code 0 when it fits, 1 when it does not."""
-    from functools import partial
-
-    from sparkstack.modelfacts.inspect import inspect_source
-    from sparkstack.planner.machine import resolve_machine
-    from sparkstack.planner.plan import build_plan
-    from sparkstack.planner.render import render_plan
-
-    try:
-        stack = _load(stack_file, None)
-        machine = resolve_machine(machine_name) if machine_name else None
-        result = build_plan(stack, machine, partial(inspect_source, offline=offline))
-    except SparkstackError as exc:
-        _fail(exc)
+    Exit code 0 when it fits, 3 when it does not."""
+    stack = _load(stack_file, None)
+    machine = resolve_machine(machine_name) if machine_name else None
+    result = build_plan(stack, machine, partial(inspect_source, offline=offline))
     click.echo(result.model_dump_json(indent=2) if as_json else render_plan(result, explain))
-    sys.exit(0 if result.fits else 1)
+    if not result.fits:
+        sys.exit(EXIT_DOES_NOT_FIT)
 
 
 @cli.command()
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for `up`.")
 def down(timeout: float) -> None:
     """Stop the running stack and every engine it started."""
-    from sparkstack.shutdown import bring_down
-
-    try:
-        report = bring_down(Settings.from_env(), timeout=timeout)
-    except SparkstackError as exc:
-        _fail(exc)
+    report = bring_down(Settings.from_env(), timeout=timeout)
     if not report.found:
         click.echo("no stack is running")
         return
+    if report.stale_up:
+        click.echo("the recorded `sparkstack up` is not running any more (its pid is gone or "
+                   "belongs to another process now, which was left alone)")  # fmt: skip
     for name in report.killed_groups:
         click.echo(f"killed leftover processes of {name}")
     for container in report.removed_containers:
@@ -150,22 +136,18 @@ def down(timeout: float) -> None:
     click.echo("stack stopped")
 
 
-def _gateway_get(path: str, method: str = "GET") -> dict[str, object]:
-    from sparkstack.supervisor.run_file import RunFile
-
+def _gateway_get(path: str, method: str = "GET", timeout: float = 10.0) -> dict[str, object]:
     settings = Settings.from_env()
     run = RunFile.read(settings.run_file)
     if run is None:
         raise SparkstackError("no stack is running; start one with `sparkstack up`")
-    from sparkstack.env_file import load_env_file
-
     load_env_file(Path.cwd() / ".env")
     request = urllib.request.Request(run.gateway_url + path, method=method)
     admin_key = os.environ.get("SPARKSTACK_ADMIN_KEY")
     if admin_key:
         request.add_header("Authorization", f"Bearer {admin_key}")
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             data: dict[str, object] = json.load(response)
             return data
     except urllib.error.HTTPError as exc:
@@ -194,10 +176,7 @@ def _mib(value: object) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status JSON.")
 def status(as_json: bool) -> None:
     """Show each model: engine, state, port, pid and resident memory."""
-    try:
-        data = _gateway_get("/admin/status")
-    except SparkstackError as exc:
-        _fail(exc)
+    data = _gateway_get("/admin/status")
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -216,10 +195,8 @@ def status(as_json: bool) -> None:
 
 
 def _model_action(action: str, name: str) -> None:
-    try:
-        data = _gateway_get(f"/admin/models/{name}/{action}", method="POST")
-    except SparkstackError as exc:
-        _fail(exc)
+    # a load waits for the engine to start: minutes for a large model
+    data = _gateway_get(f"/admin/models/{name}/{action}", method="POST", timeout=3600.0)
     click.echo(f"{data['model']}: {data['outcome']} (state {data['state']})")
 
 
@@ -259,8 +236,7 @@ def logs(name: str, lines: int, follow: bool) -> None:
     """Print the log of model NAME."""
     path = Settings.from_env().log_dir / f"{name}.log"
     if not path.exists():
-        click.echo(f"error: no log for {name!r} at {path}; is the name right?", err=True)
-        sys.exit(1)
+        raise SparkstackError(f"no log for {name!r} at {path}; is the name right?")
     with path.open("r", encoding="utf-8", errors="replace") as handle:
         for line in handle.readlines()[-lines:]:
             click.echo(line, nl=False)
@@ -293,16 +269,11 @@ def keys_create(
     quiet: bool,
 ) -> None:
     """Create a key; it is shown once, now, and never again."""
-    from sparkstack.gateway.keys import KeyStore
-
     store = KeyStore(Settings.from_env().keys_file)
     allowed = [m.strip() for m in models.split(",") if m.strip()] if models else None
-    try:
-        record, secret = store.create(
-            name, admin=admin, models=allowed, rate_per_minute=rate, max_concurrency=concurrency
-        )
-    except SparkstackError as exc:
-        _fail(exc)
+    record, secret = store.create(
+        name, admin=admin, models=allowed, rate_per_minute=rate, max_concurrency=concurrency
+    )
     if quiet:
         click.echo(secret)
         return
@@ -312,12 +283,7 @@ def keys_create(
 @keys.command("list")
 def keys_list() -> None:
     """The keys: id, name, scope, models, limits, state (never the secrets)."""
-    from sparkstack.gateway.keys import KeyStore
-
-    try:
-        data = KeyStore(Settings.from_env().keys_file).load()
-    except SparkstackError as exc:
-        _fail(exc)
+    data = KeyStore(Settings.from_env().keys_file).load()
     click.echo(f"{'ID':<9} {'NAME':<16} {'SCOPE':<9} {'MODELS':<20} {'RATE/MIN':>8} "
                f"{'CONC':>5}  STATE")  # fmt: skip
     for k in data.keys:
@@ -332,17 +298,12 @@ def keys_list() -> None:
 @click.argument("id_or_name")
 def keys_revoke(id_or_name: str) -> None:
     """Revoke a key by id or name; a running gateway refuses it within a second."""
-    from sparkstack.gateway.keys import KeyStore
-
-    try:
-        record = KeyStore(Settings.from_env().keys_file).revoke(id_or_name)
-    except SparkstackError as exc:
-        _fail(exc)
+    record = KeyStore(Settings.from_env().keys_file).revoke(id_or_name)
     click.echo(f"revoked key {record.id} ({record.name})")
 
 
-def main() -> None:
-    from sparkstack.cli.bench import bench
+cli.add_command(bench)
 
-    cli.add_command(bench)
-    cli()
+
+def main() -> None:
+    run(cli)

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 from sparkstack.containers.command import create_argv
@@ -212,6 +213,15 @@ class ContainerProcess:
         if self._exited is None:
             raise SupervisorError(f"{self.name}: wait() before start()")
         return await asyncio.shield(self._exited)
+
+    def kill(self) -> None:
+        """SIGKILL the container now (a hung engine); ``wait`` then sees it exit."""
+        if self._created and self._returncode is None:
+            subprocess.Popen(  # noqa: S603 - fire and forget; the exit is watched
+                self.config.cli_command("kill", self.config.name),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, env=self._cli_env(False),
+            )  # fmt: skip
 
     async def _remove(self) -> None:
         await self._cli("rm", "-f", self.config.name)

@@ -8,6 +8,7 @@ hold no state: one instance serves every model of its engine.
 from __future__ import annotations
 
 import os
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,12 +17,24 @@ from typing import Any, ClassVar
 import aiohttp
 
 from sparkstack.errors import EngineError, SparkstackError
+from sparkstack.machine import MachineProfile
 from sparkstack.modelfacts.catalog import Recipe, find_recipe
 from sparkstack.modelfacts.facts import ModelFacts
-from sparkstack.planner.machine import MachineProfile
 from sparkstack.settings import Settings
 from sparkstack.stack.schema import ModelSpec
 from sparkstack.stack.sources import resolve_model_source
+
+GUARD_DIR = Path(__file__).parent / "guard"
+"""Holds ``sparkstack_engine_guard.py``, put on the engine's PYTHONPATH (see there)."""
+GUARD_MODULE = "sparkstack_engine_guard"
+ENGINE_KEY_ENV = "SPARKSTACK_ENGINE_KEY"
+"""The guard reads the engine's key from here; the supervisor sets it per engine."""
+
+
+def guard_env() -> dict[str, str]:
+    """PYTHONPATH for an engine whose Python loads the guard."""
+    inherited = os.environ.get("PYTHONPATH")
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(GUARD_DIR), inherited]))}
 
 
 @dataclass(frozen=True)
@@ -36,6 +49,9 @@ class LaunchSpec:
     files: dict[str, str] = field(default_factory=dict)
     """Files the engine reads (path -> text), written just before it starts (and only
     printed by ``up --dry-run``)."""
+    live_path: str | None = None
+    """Path probed for liveness once ready (default ``ready_path``); it must answer
+    while the engine is busy generating."""
 
 
 @dataclass
@@ -76,6 +92,9 @@ class EngineAdapter(ABC):
         "/v1/embeddings": "/v1/embeddings",
     }
     """Gateway route -> the engine's path; a route missing here is a 404."""
+    query_params: ClassVar[frozenset[str]] = frozenset()
+    """Query parameters the engine takes on the forwarded routes; the gateway re-encodes
+    these from the client's and drops every other (the OpenAI routes take none)."""
     supports_sleep: ClassVar[bool] = False
     """The engine can put a loaded model to sleep and wake it without a restart."""
     default_image: ClassVar[str | None] = None
@@ -113,6 +132,20 @@ class EngineAdapter(ABC):
         """The bearer token the engine expects, read from the environment."""
         if spec.api_key_env:
             return os.environ.get(spec.api_key_env) or None
+        return None
+
+    def can_sleep(self, planned: MemoryEstimate | None) -> bool:
+        """True when the engine, started with ``planned``'s flags, can sleep and wake
+        without a restart (otherwise an idle model is stopped)."""
+        return False
+
+    def sleep_level(self, unified: bool) -> int:
+        """The sleep level to use on this machine (``unified``: CPU and GPU share memory)."""
+        return 1
+
+    def kv_tokens_from_log(self, text: str) -> int | None:
+        """The KV-cache size (tokens or cells) the engine reported in ``text``, its log
+        since the last start; None when it says nothing."""
         return None
 
     async def sleep(self, session: aiohttp.ClientSession, base_url: str, level: int,
@@ -166,6 +199,12 @@ class EngineAdapter(ABC):
         return [str(python), "-m", module]
 
 
+def last_match(pattern: re.Pattern[str], text: str) -> int | None:
+    """The number in the last match of ``pattern`` in ``text`` (commas allowed)."""
+    found = pattern.findall(text)
+    return int(found[-1].replace(",", "")) if found else None
+
+
 def local_source_env(source: str) -> dict[str, str]:
     """A model that is a local path never needs the hub: keep the engine offline."""
     return {"HF_HUB_OFFLINE": "1"} if Path(source).exists() else {}
@@ -178,11 +217,13 @@ def kv_dtype_bytes(spec: ModelSpec, facts: ModelFacts) -> int:
 
 def planned_shape(spec: ModelSpec, facts: ModelFacts) -> tuple[int, int, int]:
     """(max model length, sequences, KV bytes per element) a plan sizes the KV cache for."""
-    return (
-        spec.context or facts.max_context or 2048,
-        spec.concurrency or 1,
-        kv_dtype_bytes(spec, facts),
-    )
+    context = spec.context or facts.max_context
+    if not context:
+        raise EngineError(
+            f"models.{spec.name}.context: the model's config gives no context length "
+            "(max_position_embeddings or an alias); set context: in the stack file"
+        )
+    return context, spec.concurrency or 1, kv_dtype_bytes(spec, facts)
 
 
 def planned_parts(planned: MemoryEstimate | None) -> tuple[list[str], dict[str, str]]:
@@ -199,17 +240,21 @@ def finish_launch(
     ready_path: str,
     extra_args: list[str] | None = None,
     files: dict[str, str] | None = None,
+    live_path: str | None = None,
 ) -> LaunchSpec:
     """argv = head + the plan's flags + ``extra_args`` + the catalog recipe's flags
     (those the stack's ``args`` do not set) + the stack's ``args`` (last, so they win);
-    env = offline for local models + the plan's env + the recipe's + the stack's env."""
+    env = offline for local models + the guard's PYTHONPATH when sparkstack runs the
+    engine's Python + the plan's env + the recipe's + the stack's env."""
     args, env = planned_parts(planned)
+    guard = guard_env() if spec.command is None else {}
     recipe = applied_recipe(spec)
     return LaunchSpec(
         argv=[*head, *args, *(extra_args or []), *recipe.args, *spec.args],
-        env={**local_source_env(source), **env, **recipe.env, **spec.env},
+        env={**local_source_env(source), **guard, **env, **recipe.env, **spec.env},
         ready_path=ready_path,
         files=dict(files or {}),
+        live_path=live_path,
     )
 
 

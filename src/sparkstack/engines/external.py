@@ -6,8 +6,8 @@ from __future__ import annotations
 from sparkstack.engines.base import EngineAdapter, LaunchSpec, MemoryEstimate
 from sparkstack.engines.registry import register_engine
 from sparkstack.errors import EngineError
+from sparkstack.machine import MachineProfile
 from sparkstack.modelfacts.facts import ModelFacts
-from sparkstack.planner.machine import MachineProfile
 from sparkstack.settings import Settings
 from sparkstack.stack.schema import ModelSpec
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from sparkstack.machine import GIB, MachineProfile
 from sparkstack.modelfacts.facts import ModelFacts
-from sparkstack.planner.machine import GIB, MachineProfile
 
 CUDA_RUNTIME_BYTES = int(0.75 * GIB)
 """CUDA context + cuBLAS workspace per process, measured on an H100 (SPEC §4)."""

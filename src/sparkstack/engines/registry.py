@@ -1,5 +1,6 @@
 """Engines by name. Built-in adapters register the same way a third party does:
-through ``register_engine`` or the ``sparkstack.engines`` entry-point group."""
+through ``register_engine`` (the package imports them, so importing anything from
+``sparkstack.engines`` registers them) or the ``sparkstack.engines`` entry-point group."""
 
 from __future__ import annotations
 
@@ -23,8 +24,6 @@ def _load() -> None:
     if _loaded:
         return
     _loaded = True
-    from sparkstack.engines import external, llamacpp, sglang, trtllm, vllm  # noqa: F401
-
     for entry in entry_points(group="sparkstack.engines"):
         register_engine(entry.load())
 
@@ -32,6 +31,12 @@ def _load() -> None:
 def known_engines() -> list[str]:
     _load()
     return sorted(_ENGINES)
+
+
+def forwarded_routes() -> list[str]:
+    """Every gateway route some engine serves (each adapter's ``routes``), sorted."""
+    _load()
+    return sorted({route for adapter in _ENGINES.values() for route in adapter.routes})
 
 
 def get_engine(name: str) -> EngineAdapter:

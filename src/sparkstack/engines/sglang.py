@@ -30,9 +30,9 @@ from sparkstack.engines.base import (
 from sparkstack.engines.gpu_estimates import CUDA_RUNTIME_BYTES, activation_peak, graph_spike
 from sparkstack.engines.registry import register_engine
 from sparkstack.errors import EngineError
+from sparkstack.machine import GIB, MachineProfile
 from sparkstack.modelfacts.facts import LayerKind, ModelFacts
-from sparkstack.planner.kv_cache import kv_bytes_per_token, layer_bytes_per_token
-from sparkstack.planner.machine import GIB, MachineProfile
+from sparkstack.modelfacts.kv_layout import kv_bytes_per_token, layer_bytes_per_token
 from sparkstack.settings import Settings
 from sparkstack.stack.schema import ModelSpec
 from sparkstack.stack.sources import resolve_model_source

@@ -18,6 +18,8 @@ trtllm-serve has no API key: on host networking it is reachable from this host.
 
 from __future__ import annotations
 
+import dataclasses
+
 import yaml
 
 from sparkstack.engines.base import (
@@ -30,10 +32,10 @@ from sparkstack.engines.base import (
 from sparkstack.engines.gpu_estimates import CUDA_RUNTIME_BYTES, activation_peak, graph_spike
 from sparkstack.engines.registry import register_engine
 from sparkstack.errors import EngineError
+from sparkstack.machine import GIB, MachineProfile
 from sparkstack.modelfacts.catalog import find_recipe
 from sparkstack.modelfacts.facts import ModelFacts
-from sparkstack.planner.kv_cache import kv_bytes_per_token
-from sparkstack.planner.machine import GIB, MachineProfile
+from sparkstack.modelfacts.kv_layout import kv_bytes_per_token
 from sparkstack.settings import Settings
 from sparkstack.stack.schema import ModelSpec
 from sparkstack.stack.sources import resolve_model_source
@@ -80,7 +82,7 @@ class TrtLlmEngine(EngineAdapter):
         extra = ["--extra_llm_api_options", str(options)]
         launch = finish_launch(spec, source, head, planned, "/health", extra, {str(options): text})
         env = {k: v for k, v in launch.env.items() if k not in _PLAN_ENV}
-        return LaunchSpec(launch.argv, env, launch.ready_path, launch.files)
+        return dataclasses.replace(launch, env=env)
 
     def memory(
         self, facts: ModelFacts, spec: ModelSpec, machine: MachineProfile, free_at_start: int

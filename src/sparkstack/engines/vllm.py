@@ -1,41 +1,32 @@
 """vLLM's OpenAI-compatible server, started as a native process
 (``python -m vllm.entrypoints.openai.api_server``: the CPU build's ``vllm``
-console script looks up the wrong distribution name), and its memory model."""
+console script looks up the wrong distribution name), its memory model is in ``vllm_memory``."""
 
 from __future__ import annotations
 
 import json
-import math
+import re
 
 import aiohttp
 
 from sparkstack.engines.base import (
+    GUARD_MODULE,
     EngineAdapter,
     LaunchSpec,
     MemoryEstimate,
     finish_launch,
-    planned_shape,
+    last_match,
 )
-from sparkstack.engines.gpu_estimates import CUDA_RUNTIME_BYTES, activation_peak, graph_spike
 from sparkstack.engines.registry import register_engine
+from sparkstack.engines.vllm_memory import vllm_memory
 from sparkstack.errors import EngineError
+from sparkstack.machine import MachineProfile
 from sparkstack.modelfacts.facts import ModelFacts
-from sparkstack.planner.kv_cache import kv_bytes_per_token, vllm_kv, vllm_kv_bytes_for
-from sparkstack.planner.machine import GIB, MachineProfile
 from sparkstack.settings import Settings
 from sparkstack.stack.schema import ModelSpec
 from sparkstack.stack.sources import resolve_model_source
 
-MAX_NUM_BATCHED_TOKENS = 2048
-"""vLLM's default on GPUs under 70 GiB and on GB10, whose NVML total fails
-(engine/arg_utils.py get_batch_defaults)."""
-CPU_RUNTIME_BYTES = 1 * GIB
-"""Python + torch + vLLM workers on the CPU build, measured (process tree RSS
-of the demo's minilm less its weights and KV)."""
-
-
-def _block_size(machine: MachineProfile) -> int:
-    return 128 if machine.device == "cpu" else 16
+_KV_LINE = re.compile(r"KV cache size: ([\d,]+) tokens")
 
 
 @register_engine
@@ -73,9 +64,23 @@ class VllmEngine(EngineAdapter):
             "--host", "127.0.0.1",
             "--port", str(port),
         ]  # fmt: skip
+        if spec.command is None:
+            # vLLM's own key covers only /v1...; the guard covers every path.
+            head += ["--middleware", f"{GUARD_MODULE}.RequireKey"]
         return finish_launch(spec, source, head, planned, "/health")
 
     supports_sleep = True
+
+    def can_sleep(self, planned: MemoryEstimate | None) -> bool:
+        return planned is not None and "--enable-sleep-mode" in planned.engine_args
+
+    def sleep_level(self, unified: bool) -> int:
+        """Level 1 keeps the weights in host memory: on a unified-memory machine that
+        is the same pool and frees only the KV cache, so sleep there is level 2."""
+        return 2 if unified else 1
+
+    def kv_tokens_from_log(self, text: str) -> int | None:
+        return last_match(_KV_LINE, text)
 
     async def sleep(
         self, session: aiohttp.ClientSession, base_url: str, level: int, api_key: str | None
@@ -100,61 +105,7 @@ class VllmEngine(EngineAdapter):
     def memory(
         self, facts: ModelFacts, spec: ModelSpec, machine: MachineProfile, free_at_start: int
     ) -> MemoryEstimate:
-        cpu = machine.device == "cpu"
-        block = _block_size(machine)
-        max_len, sequences, dtype_bytes = planned_shape(spec, facts)
-        args, env, notes = _flags(spec, cpu)
-        if spec.kv_cache_gib is not None:
-            pool = int(spec.kv_cache_gib * GIB)
-        else:
-            pool = vllm_kv_bytes_for(
-                facts, max_len, sequences, dtype_bytes, MAX_NUM_BATCHED_TOKENS, block
-            )
-        if cpu:
-            gib = math.ceil(pool / GIB) if spec.kv_cache_gib is None else spec.kv_cache_gib
-            if gib != int(gib):
-                raise EngineError(
-                    f"models.{spec.name}.kv_cache_gib: vLLM's CPU build takes whole GiB "
-                    f"(VLLM_CPU_KVCACHE_SPACE), not {gib}; round it to an integer"
-                )
-            pool = int(gib) * GIB
-            env["VLLM_CPU_KVCACHE_SPACE"] = str(int(gib))
-        kv = vllm_kv(facts, pool, max_len, dtype_bytes, MAX_NUM_BATCHED_TOKENS, block)
-        if kv.num_blocks == 0:
-            notes.append("no attention KV cache (encoder-only or attention-free model)")
-            pool = 0
-        else:
-            pool = kv.kv_bytes
-        weights = facts.weight_bytes
-        if cpu:
-            overhead, spike = CPU_RUNTIME_BYTES, 0
-        else:
-            overhead = CUDA_RUNTIME_BYTES + activation_peak(facts, MAX_NUM_BATCHED_TOKENS)
-            spike = graph_spike(facts, machine, spec.enforce_eager)
-            if spec.enforce_eager:
-                args.append("--enforce-eager")
-            used = weights + pool + overhead
-            utilization = math.ceil(used / machine.total_bytes * 100) / 100
-            args += [
-                "--gpu-memory-utilization", f"{utilization:.2f}",
-                "--kv-cache-memory-bytes", str(pool),
-            ]  # fmt: skip
-            if utilization > 0.9 and machine.unified:
-                notes.append(
-                    f"--gpu-memory-utilization {utilization:.2f} on unified memory leaves the "
-                    "OS little room (seed 002, wall 1)"
-                )
-        return MemoryEstimate(
-            weights_bytes=weights,
-            kv_bytes_per_token=kv_bytes_per_token(facts, dtype_bytes),
-            kv_bytes=pool,
-            kv_tokens=kv.kv_tokens,
-            overhead_bytes=overhead,
-            spike_bytes=spike,
-            engine_args=args,
-            engine_env=env,
-            notes=notes,
-        )
+        return vllm_memory(facts, spec, machine)
 
 
 _CONTROL_TIMEOUT = aiohttp.ClientTimeout(total=600)
@@ -186,22 +137,3 @@ async def _expect_sleeping(
     answer = await _call(session, "GET", f"{base_url}/is_sleeping", api_key)
     if not isinstance(answer, dict) or answer.get("is_sleeping") is not expected:
         raise EngineError(f"{base_url}/is_sleeping answered {answer!r}, expected {expected}")
-
-
-def _flags(spec: ModelSpec, cpu: bool) -> tuple[list[str], dict[str, str], list[str]]:
-    """The stack entry's own vLLM flags (the memory flags are added by the caller)."""
-    args: list[str] = []
-    env: dict[str, str] = {}
-    notes: list[str] = []
-    if spec.context:
-        args += ["--max-model-len", str(spec.context)]
-    if spec.concurrency:
-        args += ["--max-num-seqs", str(spec.concurrency)]
-    if spec.kv_cache_dtype == "fp8":
-        args += ["--kv-cache-dtype", "fp8"]
-    if spec.sleep_mode and cpu:
-        notes.append("sleep mode is not supported by vLLM's CPU build: idle means stopped")
-    elif spec.sleep_mode:
-        args.append("--enable-sleep-mode")
-        env["VLLM_SERVER_DEV_MODE"] = "1"  # exposes /sleep, /wake_up, /is_sleeping
-    return args, env, notes

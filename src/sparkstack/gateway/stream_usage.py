@@ -2,7 +2,8 @@
 ``stream_options.include_usage`` (llama-cpp-python's server).
 
 Events are relayed unchanged; this filter only watches them go by, counts the
-chunks that carry generated text (llama-cpp-python sends one per token), and
+chunks that carry generated tokens (the rule in ``openai_stream``; llama-cpp-python
+sends one per token), and
 writes one usage chunk before ``[DONE]``, as OpenAI and vLLM do. Prompt tokens
 come from the engine's own tokenizer (``EngineAdapter.count_prompt_tokens``).
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import json
 from typing import Any
+
+from sparkstack.openai_stream import chunk_text
 
 DONE = b"data: [DONE]"
 
@@ -31,11 +34,9 @@ def _carries_text(event: bytes) -> tuple[bool, dict[str, Any] | None]:
         chunk = json.loads(event[6:])
     except json.JSONDecodeError:
         return False, None
-    for choice in chunk.get("choices") or []:
-        delta = choice.get("delta") or {}
-        if delta.get("content") or delta.get("reasoning_content") or choice.get("text"):
-            return True, chunk
-    return False, chunk
+    if not isinstance(chunk, dict):
+        return False, None
+    return chunk_text(chunk)[1], chunk
 
 
 class UsageCounter:

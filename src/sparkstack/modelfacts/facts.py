@@ -36,6 +36,9 @@ class LayerSpec(BaseModel):
     """STATE layers: elements of the recurrent (temporal/SSM) state per sequence."""
     ssm_state_dtype_bytes: int | None = None
     """Bytes per SSM-state element when the config pins it (e.g. float32 = 4)."""
+    checkpoint_blocks: int = 0
+    """STATE layers: extra state blocks an engine keeps per request to checkpoint a
+    prefill for prefix caching (vLLM's Mamba2 mixer: 1; GatedDeltaNet: 0)."""
 
 
 class ModelFacts(BaseModel):

@@ -12,11 +12,13 @@ from sparkstack.modelfacts import catalog as model_catalog
 from sparkstack.modelfacts.facts import LayerKind, LayerSpec, ModelFacts
 from sparkstack.modelfacts.gguf_reader import GGUFFile, read_gguf
 from sparkstack.modelfacts.hf_config import (
+    ConfigView,
     dtype_of,
     estimate_params,
     experts_of,
     is_encoder_only,
     layers_of,
+    max_context,
     text_config,
 )
 from sparkstack.modelfacts.hub import cached_snapshot, fetch_remote
@@ -37,8 +39,11 @@ def inspect_source(source: str, *, offline: bool = False) -> ModelFacts:
         if not config_path.exists():
             raise SparkstackError(f"{source}: the folder has no config.json (and no .gguf given)")
         return facts_from_hf(source, _load_json(config_path), read_local_headers(path))
-    if "/" not in source or source.startswith(("/", ".", "~")):
-        raise SparkstackError(f"{source}: no such file or folder, and not a HF repo id (ORG/NAME)")
+    if _is_path(source):
+        raise SparkstackError(
+            f"{path}: no such file or folder; give an existing .gguf file, a folder with "
+            "config.json, or a HF repo id (ORG/NAME)"
+        )
     snapshot = cached_snapshot(source)
     if snapshot is not None:
         return facts_from_hf(
@@ -54,6 +59,15 @@ def inspect_source(source: str, *, offline: bool = False) -> ModelFacts:
         )
     config, tensors = fetch_remote(source)
     return facts_from_hf(source, config, tensors)
+
+
+def _is_path(source: str) -> bool:
+    """A source that cannot be a HF repo id (ORG/NAME) is a local path."""
+    return (
+        source.count("/") != 1
+        or source.startswith(("/", ".", "~"))
+        or source.endswith((".gguf", ".json", ".safetensors"))
+    )
 
 
 def _load_json(path: Path) -> dict[str, Any]:
@@ -79,6 +93,7 @@ def _base_facts(source: str, config: dict[str, Any]) -> ModelFacts:
     text = text_config(config)
     dtype, dtype_bytes = dtype_of(text if ("torch_dtype" in text or "dtype" in text) else config)
     experts, per_token = experts_of(text)
+    view = ConfigView(text)
     archs = config.get("architectures") or [text.get("model_type", "unknown")]
     return ModelFacts(
         source=source,
@@ -88,11 +103,11 @@ def _base_facts(source: str, config: dict[str, Any]) -> ModelFacts:
         dtype=dtype,
         dtype_bytes=dtype_bytes,
         quantization=_quantization(config),
-        hidden_size=int(text.get("hidden_size") or 0),
-        vocab_size=int(text.get("vocab_size") or 0),
-        num_attention_heads=int(text.get("num_attention_heads") or 0),
+        hidden_size=view.integer("hidden_size", default=0),
+        vocab_size=view.integer("vocab_size", default=0),
+        num_attention_heads=view.integer("num_attention_heads", default=0),
         layers=layers_of(text),
-        max_context=int(text.get("max_position_embeddings") or 0),
+        max_context=max_context(text),
         tie_word_embeddings=bool(
             text.get("tie_word_embeddings", config.get("tie_word_embeddings"))
         ),
@@ -139,6 +154,30 @@ def facts_from_catalog(entry: model_catalog.CatalogEntry) -> ModelFacts:
     return facts
 
 
+_LLAMACPP_SWA_PATTERNS: dict[str, tuple[int, bool]] = {
+    "gemma2": (2, False), "gemma3": (6, False), "gemma3n": (5, False), "gpt-oss": (2, False),
+    "cohere2": (4, False), "exaone4": (4, False), "olmo2": (4, False), "afmoe": (4, False),
+}  # fmt: skip
+"""llama.cpp's default sliding pattern per architecture (src/models/*.cpp
+``load_swa_pattern``): (n, dense_first); the GGUF's own ``sliding_window_pattern``
+wins. Architectures not listed (phi3 among them) run without a window in llama.cpp."""
+
+
+def _gguf_swa(gguf: GGUFFile, arch: str, n_layers: int) -> list[bool]:
+    window = gguf.get_int(f"{arch}.attention.sliding_window")
+    if not window or arch not in _LLAMACPP_SWA_PATTERNS:
+        return [False] * n_layers
+    given = gguf.metadata.get(f"{arch}.attention.sliding_window_pattern")
+    if isinstance(given, list):
+        return [bool(flag) for flag in given][:n_layers]
+    n, dense_first = _LLAMACPP_SWA_PATTERNS[arch]
+    if isinstance(given, int):
+        n = given
+    if dense_first:
+        return [n == 0 or i % n != 0 for i in range(n_layers)]
+    return [n == 0 or i % n < n - 1 for i in range(n_layers)]
+
+
 def _gguf_layers(gguf: GGUFFile, arch: str) -> list[LayerSpec]:
     meta = gguf.metadata
     n_layers = gguf.get_int(f"{arch}.block_count")
@@ -148,11 +187,12 @@ def _gguf_layers(gguf: GGUFFile, arch: str) -> list[LayerSpec]:
     key_len = gguf.get_int(f"{arch}.attention.key_length", embd // heads if heads else 0)
     value_len = gguf.get_int(f"{arch}.attention.value_length", key_len)
     window = gguf.get_int(f"{arch}.attention.sliding_window")
+    swa = _gguf_swa(gguf, arch, n_layers)
     layers = []
     for index in range(n_layers):
         kv = kv_raw[index] if isinstance(kv_raw, list) else int(kv_raw)  # type: ignore[call-overload]
-        # gpt-oss in llama.cpp: even layers use the sliding window (llama-model.cpp).
-        sliding = window and arch == "gpt-oss" and index % 2 == 0
+        sliding = swa[index]
+        # llama.cpp's convention: a layer with 0 KV heads is a recurrent (state) layer.
         kind = LayerKind.SLIDING if sliding else (LayerKind.FULL if kv else LayerKind.STATE)
         layers.append(
             LayerSpec(

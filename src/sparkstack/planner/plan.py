@@ -14,11 +14,11 @@ from pydantic import BaseModel, Field
 
 from sparkstack.engines.base import MemoryEstimate, applied_recipe, container_image
 from sparkstack.engines.registry import get_engine
-from sparkstack.errors import SparkstackError
+from sparkstack.errors import SparkstackError, StackError
+from sparkstack.machine import GIB, Device, MachineProfile, resolve_machine
 from sparkstack.modelfacts.facts import LayerKind, ModelFacts
 from sparkstack.modelfacts.inspect import inspect_source
-from sparkstack.planner.kv_cache import layer_bytes_per_token
-from sparkstack.planner.machine import GIB, MachineProfile, resolve_machine
+from sparkstack.modelfacts.kv_layout import layer_bytes_per_token
 from sparkstack.stack.schema import ModelSpec, Policy, Runtime, Stack
 
 SCHEMA_VERSION = 1
@@ -71,7 +71,7 @@ class ModelPlan(BaseModel):
 
 class MachinePlan(BaseModel):
     name: str
-    device: str
+    device: Device
     unified: bool
     total_bytes: int
     reserve_bytes: int
@@ -135,16 +135,14 @@ def _add_runtime(plan: ModelPlan, stack: Stack, spec: ModelSpec) -> None:
 
 
 def _plan_model(
-    spec: ModelSpec, facts: ModelFacts | None, machine: MachineProfile, free: int, error: str | None
+    spec: ModelSpec, facts: ModelFacts | None, machine: MachineProfile, free: int
 ) -> ModelPlan:
     plan = ModelPlan(name=spec.name, engine=spec.engine, model=spec.model, policy=spec.policy.value)
-    if spec.engine == "external":
+    adapter = get_engine(spec.engine)
+    if not adapter.managed or facts is None:
         plan.warnings.append("served elsewhere: uses no memory here")
         return plan
-    if facts is None:
-        plan.warnings.append(f"model facts unreadable, memory not counted: {error}")
-        return plan
-    estimate = get_engine(spec.engine).memory(facts, spec, machine, free)
+    estimate = adapter.memory(facts, spec, machine, free)
     plan.weights_bytes, plan.kv_bytes_per_token = (
         estimate.weights_bytes,
         estimate.kv_bytes_per_token,
@@ -172,15 +170,15 @@ def build_plan(
     reserve = int(stack.host_reserve_gib * GIB)
     budget = machine.total_bytes - reserve
     facts: dict[str, ModelFacts | None] = {}
-    errors: dict[str, str] = {}
     for name, spec in stack.models.items():
-        if spec.engine == "external" or spec.model is None:
+        if not get_engine(spec.engine).managed or spec.model is None:
             facts[name] = None
             continue
         try:
             facts[name] = inspect(spec.model)
         except SparkstackError as exc:
-            facts[name], errors[name] = None, str(exc)
+            # Never plan a model whose facts are unknown as 0 bytes: refuse the plan.
+            raise StackError(f"models.{name}.model: {exc}") from exc
 
     # Largest first: the biggest allocation goes in while the most is free.
     def size(name: str) -> int:
@@ -196,9 +194,7 @@ def build_plan(
     plans: list[ModelPlan] = []
     used = 0
     for name in [*always, *on_demand]:
-        plan = _plan_model(
-            stack.models[name], facts[name], machine, budget - used, errors.get(name)
-        )
+        plan = _plan_model(stack.models[name], facts[name], machine, budget - used)
         if name in always:
             used += plan.total_bytes
         _add_runtime(plan, stack, stack.models[name])

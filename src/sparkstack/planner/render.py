@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from sparkstack.machine import GIB
 from sparkstack.modelfacts.facts import ModelFacts
-from sparkstack.planner.kv_cache import kv_bytes_per_token
-from sparkstack.planner.machine import GIB
+from sparkstack.modelfacts.kv_layout import kv_bytes_per_token
 from sparkstack.planner.plan import StackPlan
 
 

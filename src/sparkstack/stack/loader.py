@@ -3,6 +3,7 @@ whose every line names the file, the line, the field path and the fix."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,9 @@ _MODEL_FOR_DEPTH: dict[tuple[str, ...], type[BaseModel]] = {
 }
 
 
-def load_stack(path: Path) -> Stack:
-    """Load and validate the stack file at ``path``."""
+def load_stack(path: Path, engines: Collection[str] | None = None) -> Stack:
+    """Load and validate the stack file at ``path``; ``engines``, when given, are the
+    engine names a model may use (an unknown one is an error with its line)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
@@ -30,10 +32,10 @@ def load_stack(path: Path) -> Stack:
         ) from exc
     except OSError as exc:
         raise StackError(f"{path}: cannot read the stack file: {exc.strerror}") from exc
-    return load_stack_text(text, str(path))
+    return load_stack_text(text, str(path), engines)
 
 
-def load_stack_text(text: str, source: str) -> Stack:
+def load_stack_text(text: str, source: str, engines: Collection[str] | None = None) -> Stack:
     """Validate stack-file ``text``; ``source`` names it in error messages."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -53,7 +55,8 @@ def load_stack_text(text: str, source: str) -> Stack:
             f"not {type(data).__name__}; see the README's stack file reference"
         )
     try:
-        return Stack.model_validate(data)
+        context = {"engines": set(engines)} if engines is not None else None
+        return Stack.model_validate(data, context=context)
     except ValidationError as exc:
         lines = [_describe(error, root, source) for error in exc.errors()]
         raise StackError("\n".join(lines)) from exc

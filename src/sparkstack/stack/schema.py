@@ -10,7 +10,16 @@ import re
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from sparkstack.machine import Device
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -104,7 +113,7 @@ class MachineSpec(_Strict):
     total_gib: float = Field(gt=0, description="Memory the engines draw from (GiB).")
     bandwidth_gbs: float | None = Field(default=None, gt=0, description="Memory GB/s.")
     unified: bool = Field(default=True, description="CPU and GPU share the memory.")
-    device: str = Field(default="cuda", description="cuda or cpu.")
+    device: Device = Field(default="cuda", description="cuda or cpu.")
 
 
 class ContainerSpec(_Strict):
@@ -239,11 +248,36 @@ class ModelSpec(_Strict):
         default=None,
         description="Name of the environment variable holding the upstream's API key.",
     )
+    max_inflight: int | None = Field(
+        default=None,
+        gt=0,
+        description="Requests in flight for this model before 503 (default: an equal share "
+        "of gateway.max_inflight), so one slow or hung model cannot starve the others.",
+    )
+    liveness_interval: Seconds = Field(
+        default=10.0, description="Seconds between liveness probes of a ready engine (0: off)."
+    )
+    liveness_timeout: Seconds = Field(
+        default=10.0, description="A liveness probe unanswered this long counts as failed."
+    )
+    liveness_failures: int = Field(
+        default=3, gt=0, description="Failed liveness probes in a row that mark the engine hung."
+    )
+    stall_timeout: Seconds = Field(
+        default=600.0,
+        description="Requests in flight but no byte from the engine for this long: hung (0: off).",
+    )
     startup_timeout: Seconds = Field(default=900.0, description="Seconds to become ready.")
     stop_timeout: Seconds = Field(default=10.0, description="Seconds between SIGTERM and SIGKILL.")
 
     _parse_durations = field_validator(
-        "idle_timeout", "startup_timeout", "stop_timeout", mode="before"
+        "idle_timeout",
+        "startup_timeout",
+        "stop_timeout",
+        "liveness_interval",
+        "liveness_timeout",
+        "stall_timeout",
+        mode="before",
     )(lambda cls, v: parse_duration(v))
 
     @field_validator("kv_cache_dtype")
@@ -255,12 +289,12 @@ class ModelSpec(_Strict):
 
     @field_validator("engine")
     @classmethod
-    def _check_engine(cls, value: str) -> str:
-        from sparkstack.engines.registry import known_engines
-
-        known = known_engines()
-        if value not in known:
-            raise ValueError(f"unknown engine {value!r}; use one of: {', '.join(known)}")
+    def _check_engine(cls, value: str, info: ValidationInfo) -> str:
+        """Known engine names come from the caller (``load_stack(..., engines=...)``):
+        the stack layer sits below the engines and asks no registry itself."""
+        known = (info.context or {}).get("engines")
+        if known is not None and value not in known:
+            raise ValueError(f"unknown engine {value!r}; use one of: {', '.join(sorted(known))}")
         return value
 
     @field_validator("aliases")

@@ -6,7 +6,6 @@ prediction - the data users need to plan multi-model stacks."""
 from __future__ import annotations
 
 import csv
-import re
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -17,10 +16,6 @@ import psutil
 from sparkstack.supervisor.runtime import ModelRuntime
 
 _WARMUP_TIMEOUT = aiohttp.ClientTimeout(total=600)
-_KV_PATTERNS = (
-    re.compile(r"KV cache size: ([\d,]+) tokens"),  # vLLM
-    re.compile(r"llama_kv_cache: size =\s+[\d.]+ MiB \(\s*(\d+) cells"),  # llama.cpp
-)
 
 
 async def warm_up(session: aiohttp.ClientSession, runtime: ModelRuntime) -> float | None:
@@ -61,18 +56,14 @@ class Footprint:
     warmup_seconds: float | None
 
 
-def engine_kv_tokens(log_path: Path) -> int | None:
-    """The KV size the engine itself reported in its log (last start)."""
+def engine_kv_tokens(runtime: ModelRuntime, log_path: Path) -> int | None:
+    """The KV size the engine itself reported in its log (last start), read by its
+    adapter (the only place that knows the engine's log lines)."""
     try:
         text = log_path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
-    text = text.rsplit("=== sparkstack starts", 1)[-1]
-    for pattern in _KV_PATTERNS:
-        found = pattern.findall(text)
-        if found:
-            return int(found[-1].replace(",", ""))
-    return None
+    return runtime.adapter.kv_tokens_from_log(text.rsplit("=== sparkstack starts", 1)[-1])
 
 
 def process_tree(pid: int) -> list[psutil.Process]:
@@ -123,7 +114,7 @@ def measure(runtime: ModelRuntime, planned_total: int, planned_kv: int,
         engine=runtime.spec.engine,
         planned_total_bytes=planned_total,
         planned_kv_tokens=planned_kv,
-        engine_kv_tokens=engine_kv_tokens(log_path) if log_path else None,
+        engine_kv_tokens=engine_kv_tokens(runtime, log_path) if log_path else None,
         rss_bytes=rss,
         gpu_bytes=gpu_bytes({p.pid for p in procs}),
         ready_seconds=runtime.ready_seconds,

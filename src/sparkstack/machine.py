@@ -1,6 +1,9 @@
 """Machine profiles: what memory a plan may use, whether it is unified (CPU and
 GPU share it, as on a DGX Spark), and its bandwidth for the decode ceiling.
 
+A leaf module: it imports nothing from sparkstack but ``errors``, so every layer
+(the stack schema included, for ``Device``) may use it.
+
 Probed: psutil for host memory (MemAvailable, never MemFree) and NVML where
 present. On GB10, NVML reports no memory figures ("Not Supported"): a GPU whose
 memory NVML cannot report is treated as unified, sized by host memory.
@@ -8,15 +11,22 @@ memory NVML cannot report is treated as unified, sized by host memory.
 
 from __future__ import annotations
 
+from typing import Literal, Protocol, get_args
+
 import psutil
 from pydantic import BaseModel, Field
 
+from sparkstack.errors import StackError
+
 GIB = 2**30
+Device = Literal["cuda", "cpu"]
+"""Where the engines' memory lives."""
+DEVICES: tuple[str, ...] = get_args(Device)
 
 
 class MachineProfile(BaseModel):
     name: str
-    device: str = Field(description="cuda or cpu: where the engines' memory lives.")
+    device: Device = Field(description="cuda or cpu: where the engines' memory lives.")
     total_bytes: int = Field(description="Memory engines draw from (GPU memory, or RAM).")
     unified: bool = Field(description="CPU and GPU share one pool (DGX Spark, CPU-only).")
     bandwidth_bytes_per_s: float | None = None
@@ -113,12 +123,22 @@ def probe() -> MachineProfile:
     )
 
 
-def resolve_machine(machine: object) -> MachineProfile:
-    """The profile a stack's ``machine:`` names (``auto`` probes this machine)."""
-    from sparkstack.errors import StackError
-    from sparkstack.stack.schema import MachineSpec
+class MachineNumbers(Protocol):
+    """A machine given by its numbers (the stack file's ``MachineSpec``)."""
 
-    if isinstance(machine, MachineSpec):
+    @property
+    def total_gib(self) -> float: ...
+    @property
+    def bandwidth_gbs(self) -> float | None: ...
+    @property
+    def unified(self) -> bool: ...
+    @property
+    def device(self) -> Device: ...
+
+
+def resolve_machine(machine: str | MachineNumbers) -> MachineProfile:
+    """The profile a stack's ``machine:`` names (``auto`` probes this machine)."""
+    if not isinstance(machine, str):
         return MachineProfile(
             name="explicit",
             device=machine.device,
@@ -128,7 +148,7 @@ def resolve_machine(machine: object) -> MachineProfile:
         )
     if machine == "auto":
         return probe()
-    if isinstance(machine, str) and machine in PROFILES:
+    if machine in PROFILES:
         return PROFILES[machine]
     raise StackError(
         f"machine: unknown profile {machine!r}; use auto, one of {', '.join(PROFILES)}, "
