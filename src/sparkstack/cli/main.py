@@ -21,6 +21,8 @@ from pydantic import ValidationError
 from sparkstack import __version__
 from sparkstack.cli.bench import bench
 from sparkstack.cli.errors import EXIT_DOES_NOT_FIT, run
+from sparkstack.containers.dry_run import render_dry_run
+from sparkstack.containers.preflight import check_containers
 from sparkstack.engines.registry import known_engines
 from sparkstack.env_file import load_env_file
 from sparkstack.errors import DoesNotFitError, SparkstackError
@@ -61,8 +63,6 @@ def cli() -> None:
 def up(stack_file: Path | None, listen: str | None, dry_run: bool) -> None:
     """Start the gateway and the models of STACK_FILE (the demo stack without one).
     Exit code 3 when the stack does not fit this machine."""
-    from sparkstack.containers.dry_run import render_dry_run
-    from sparkstack.containers.preflight import check_containers
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr

@@ -42,8 +42,8 @@ KEY_ENV = "SPARKSTACK_ENGINE_KEY"
 MODULE = "sglang.launch_server"
 KEY_SHIM = (
     "import os, runpy, sys; "
-    f"sys.argv = ['{MODULE}', *sys.argv[1:], '--api-key', os.environ['{KEY_ENV}']]; "
-    f"runpy.run_module('{MODULE}', run_name='__main__', alter_sys=True)"
+    f"sys.argv.extend(['--api-key', os.environ['{KEY_ENV}']]); "
+    f"runpy.run_module('{MODULE}', None, '__main__', True)"
 )
 """Gives SGLang its key from the environment: argv stays free of it."""
 _CONTROL_TIMEOUT = aiohttp.ClientTimeout(total=600)
