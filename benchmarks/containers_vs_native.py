@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import openai
-
 from tests.containers_support import (
     build_image,
     container_stack,
