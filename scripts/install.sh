@@ -73,7 +73,7 @@ fi
 # The test suite and benchmarks use real system programs: nginx (gateway benchmark,
 # exported site files), podman + runc (engines in containers), chromium (dashboard),
 # prometheus (scrape config), docker-compose / podman-compose (exported compose files).
-SYSTEM_PACKAGES="nginx-light podman runc chromium prometheus docker-compose podman-compose fonts-dejavu-core"
+SYSTEM_PACKAGES="nginx-light podman runc chromium prometheus docker-compose podman-compose fonts-dejavu-core tmux"
 if [[ -n "$extras" ]] && [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
   missing=""
   for pkg in $SYSTEM_PACKAGES; do

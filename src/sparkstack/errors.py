@@ -11,7 +11,8 @@ aiohttp) are mapped into this tree at the boundary that calls them, with
     ├── EngineError           an engine adapter: missing runtime, bad options
     │   └── EngineStartError  a process that did not become ready
     ├── SupervisorError       process management, run state of `up`/`down`
-    └── GatewayError          the HTTP gateway (carried to clients as OpenAI errors)
+    ├── GatewayError          the HTTP gateway (carried to clients as OpenAI errors)
+    └── TelemetryError        watching a gateway: unreachable, key refused, not a gateway
 """
 
 from __future__ import annotations
@@ -59,3 +60,7 @@ class GatewayError(SparkstackError):
         self.error_type = error_type
         self.code = code
         self.param = param
+
+
+class TelemetryError(SparkstackError):
+    """A status client (``sparkstack top``) could not read a gateway's status."""

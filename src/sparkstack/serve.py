@@ -26,6 +26,7 @@ from sparkstack.stack.schema import Stack
 from sparkstack.supervisor import ModelRuntime, Supervisor
 from sparkstack.supervisor.run_file import ProcessIdentity, RunFile, kill_leftovers
 from sparkstack.supervisor.watchdog import MemoryWatchdog, sampler_for
+from sparkstack.telemetry.hub import Telemetry
 
 log = logging.getLogger("sparkstack")
 
@@ -136,9 +137,12 @@ async def _serve(
     async with aiohttp.ClientSession(
         connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
     ) as session:
+        telemetry: Telemetry | None = None
 
         def record(runtime: ModelRuntime) -> None:
             metrics.event(runtime.name, runtime.state.value)
+            if telemetry is not None:
+                telemetry.state_changed(runtime)
             record_pid(runtime)
 
         def record_pid(runtime: ModelRuntime) -> None:
@@ -151,14 +155,19 @@ async def _serve(
                     run_file.engines[runtime.name] = identity
             run_file.write(settings.run_file)
 
+        def on_event(runtime: ModelRuntime, event: str) -> None:
+            metrics.event(runtime.name, event)
+            if telemetry is not None:
+                telemetry.event(runtime, event)
+
         supervisor = Supervisor(
-            stack, settings, session, on_change=record, plan=plan,
-            on_event=lambda runtime, event: metrics.event(runtime.name, event),
+            stack, settings, session, on_change=record, plan=plan, on_event=on_event,
             on_spawn=record_pid,
         )  # fmt: skip
+        telemetry = Telemetry(supervisor.models, plan=plan, held=supervisor.held_bytes)
         app = build_app(
             supervisor.models, session, stack.gateway, keys, metrics, supervisor.wake,
-            supervisor.control,
+            supervisor.control, telemetry,
         )  # fmt: skip
         runner = await start_gateway(app, host, port)
         background = BackgroundTasks(stop)
@@ -173,6 +182,7 @@ async def _serve(
                     memory_available_bytes=available, memory_floor_bytes=floor
                 ),
             )
+            telemetry.watchdog = watchdog
             background.spawn("start", supervisor.start_all())
             background.spawn("idle loop", supervisor.idle_loop())
             background.spawn("memory watchdog", watchdog.run())

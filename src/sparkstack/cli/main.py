@@ -21,6 +21,8 @@ from pydantic import ValidationError
 from sparkstack import __version__
 from sparkstack.cli.bench import bench
 from sparkstack.cli.errors import EXIT_DOES_NOT_FIT, run
+from sparkstack.cli.export import export
+from sparkstack.cli.watch import footprints, top
 from sparkstack.containers.dry_run import render_dry_run
 from sparkstack.containers.preflight import check_containers
 from sparkstack.engines.registry import known_engines
@@ -303,6 +305,9 @@ def keys_revoke(id_or_name: str) -> None:
 
 
 cli.add_command(bench)
+cli.add_command(export)
+cli.add_command(top)
+cli.add_command(footprints)
 
 
 def main() -> None:

@@ -20,13 +20,17 @@ from sparkstack.gateway.openai_errors import error_response
 from sparkstack.gateway.proxy import Authorizer, Forwarder, Waker
 from sparkstack.gateway.request_target import check_target
 from sparkstack.gateway.routing import Router
-from sparkstack.gateway.status import model_status, models_list
+from sparkstack.gateway.status import gateway_counters, models_list
 from sparkstack.stack.schema import GatewaySpec, Policy
 from sparkstack.supervisor.runtime import ModelRuntime, ModelState
+from sparkstack.telemetry.assets import asset
+from sparkstack.telemetry.events import stream_events
+from sparkstack.telemetry.hub import Telemetry
 
 _ENGINE_METRICS_TIMEOUT = aiohttp.ClientTimeout(total=3)
 
 METRICS_KEY = web.AppKey("metrics", GatewayMetrics)
+TELEMETRY_KEY = web.AppKey("telemetry", Telemetry)
 AdminControl = Callable[[str, str], Awaitable[str]]
 """(model, action) -> outcome; actions: load, unload, sleep, wake."""
 
@@ -89,6 +93,55 @@ async def engine_metrics(
     return lines
 
 
+def add_telemetry(
+    app: web.Application,
+    telemetry: Telemetry,
+    auth: Authorizer,
+    metrics: GatewayMetrics,
+    session: aiohttp.ClientSession,
+) -> None:
+    """The sampler's lifetime, the event stream and the dashboard's files."""
+    app[TELEMETRY_KEY] = telemetry
+    telemetry.gateway = lambda: gateway_counters(metrics)
+
+    async def start_telemetry(app: web.Application) -> None:
+        telemetry.start(session)
+
+    async def end_streams(app: web.Application) -> None:
+        telemetry.events.close()
+
+    async def stop_telemetry(app: web.Application) -> None:
+        await telemetry.stop()
+
+    app.on_startup.append(start_telemetry)
+    app.on_shutdown.append(end_streams)
+    app.on_cleanup.append(stop_telemetry)
+
+    async def admin_events(request: web.Request) -> web.StreamResponse:
+        auth.check(request, admin=True)
+        telemetry.watched()
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        try:
+            await stream_events(telemetry.events, response.write)
+        except ConnectionResetError:
+            pass
+        return response
+
+    async def dashboard(request: web.Request) -> web.StreamResponse:
+        found = asset(request.match_info.get("asset") or "index.html")
+        if found is None:
+            return await not_found(request)
+        body, content_type = found
+        return web.Response(body=body, content_type=content_type)
+
+    app.router.add_get("/admin/events", openai_errors(admin_events))
+    app.router.add_get("/ui", dashboard)
+    app.router.add_get("/ui/{asset}", dashboard)
+
+
 def health_handler(
     models: dict[str, ModelRuntime], keys: KeyIndex | None
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -121,9 +174,11 @@ def build_app(
     metrics: GatewayMetrics | None = None,
     waker: Waker | None = None,
     admin: AdminControl | None = None,
+    telemetry: Telemetry | None = None,
 ) -> web.Application:
     spec = spec or GatewaySpec()
     metrics = metrics or GatewayMetrics()
+    telemetry = telemetry or Telemetry(models)
     max_body = int(spec.max_body_mib * 2**20)
     router = Router(models)
     auth = Authorizer(keys)
@@ -137,6 +192,7 @@ def build_app(
         await forwarder.pool.close()
 
     app.on_cleanup.append(close_pool)
+    add_telemetry(app, telemetry, auth, metrics, session)
 
     async def list_models(request: web.Request) -> web.Response:
         key = auth.check(request)
@@ -150,13 +206,13 @@ def build_app(
 
     async def admin_status(request: web.Request) -> web.Response:
         auth.check(request, admin=True)
-        rows = await asyncio.to_thread(lambda: [model_status(rt) for rt in models.values()])
-        return web.json_response({"models": [row.model_dump() for row in rows]})
+        return web.Response(body=telemetry.document_bytes(), content_type="application/json")
 
     async def prometheus(request: web.Request) -> web.Response:
         auth.check(request)
-        lines = await engine_metrics(models, session)
-        text = metrics.render() + ("\n".join(lines) + "\n" if lines else "")
+        telemetry.watched()
+        lines = telemetry.prometheus_lines() + await engine_metrics(models, session)
+        text = metrics.render() + "\n".join(lines) + "\n"
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     app.router.add_get("/v1/models", openai_errors(list_models))

@@ -8,7 +8,10 @@ import time
 import psutil
 from pydantic import BaseModel
 
+from sparkstack.gateway.metrics import BUCKETS, GatewayMetrics
 from sparkstack.supervisor.runtime import ModelRuntime
+from sparkstack.telemetry.hub import GatewayCounters
+from sparkstack.telemetry.window import Buckets
 
 _CREATED = int(time.time())
 
@@ -88,3 +91,24 @@ def models_list(models: dict[str, ModelRuntime]) -> list[dict[str, object]]:
                 entry["decode_ceiling_tok_s"] = runtime.decode_ceiling_tok_s
             data.append(entry)
     return data
+
+
+def gateway_counters(metrics: GatewayMetrics) -> dict[str, GatewayCounters]:
+    """The gateway's cumulative counters per model, for the telemetry sampler."""
+    requests: dict[str, int] = {}
+    for labels, count in metrics.requests.items():
+        model = labels[0][1]
+        requests[model] = requests.get(model, 0) + count
+    errors: dict[str, int] = {}
+    for labels, count in metrics.errors.items():
+        model = labels[0][1]
+        errors[model] = errors.get(model, 0) + count
+    bounds = (*BUCKETS, float("inf"))
+    return {
+        model: GatewayCounters(
+            requests=requests.get(model, 0),
+            errors=errors.get(model, 0),
+            ttft=Buckets(bounds, tuple(hist.counts)) if (hist := metrics.ttft.get(model)) else None,
+        )
+        for model in {*requests, *errors, *metrics.ttft}
+    }
