@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 from sparkstack.containers.command import create_argv
@@ -99,21 +100,26 @@ class ContainerProcess:
     async def _cli(
         self, *args: str, limit: float = _CLI_TIMEOUT, with_values: bool = False
     ) -> tuple[int, str]:
-        """Run one CLI command; (exit code, stdout + stderr)."""
-        proc = await asyncio.create_subprocess_exec(
-            *self.config.cli_command(*args),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=self._cli_env(with_values),
-        )
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), limit)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            return 124, f"{self.config.cli} {args[0]} timed out after {limit:g}s"
-        return proc.returncode or 0, out.decode(errors="replace")
+        """Run one CLI command; (exit code, stdout + stderr). Output goes to a file, not
+        a pipe: `start` leaves conmon holding its inherited descriptors, and a pipe
+        would never reach EOF."""
+        with tempfile.TemporaryFile() as out:
+            proc = await asyncio.create_subprocess_exec(
+                *self.config.cli_command(*args),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                env=self._cli_env(with_values),
+            )
+            try:
+                code = await asyncio.wait_for(proc.wait(), limit)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+                return 124, f"{self.config.cli} {args[0]} timed out after {limit:g}s"
+            out.seek(0)
+            return code, out.read().decode(errors="replace")
 
     def _log(self, line: str) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
