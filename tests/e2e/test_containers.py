@@ -120,11 +120,14 @@ def test_kill_mid_stream_errors_within_a_second_and_restarts(
     assert killed_at is not None
     assert time.monotonic() - killed_at < 1.0
     deadline = time.monotonic() + 60
+    seen_down = False
     while time.monotonic() < deadline:
         health = up.health()
-        if health and health["models"]["smol"] == "ready":  # type: ignore[index]
+        state = health["models"]["smol"] if health else None  # type: ignore[index]
+        seen_down = seen_down or state != "ready"
+        if seen_down and state == "ready":
             break
-        time.sleep(0.2)
+        time.sleep(0.1)
     else:
         raise AssertionError(f"smol did not restart:\n{up.output()}")
     reply = client.chat.completions.create(
