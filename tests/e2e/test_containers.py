@@ -138,7 +138,7 @@ def test_kill_mid_stream_errors_within_a_second_and_restarts(
 
 
 def test_logs_show_the_containers_log(up: UpProcess) -> None:
-    result = up.sparkstack("logs", "smol", "-n", "400")
+    result = up.sparkstack("logs", "smol", "-n", "100000")
     assert result.returncode == 0
     assert "in a container: podman" in result.stdout
     assert "killed by SIGKILL" in result.stdout  # the exit of the killed container
