@@ -70,6 +70,15 @@ if [[ "$(cat "$venv/.sparkstack-installed" 2>/dev/null)" != "llama-cpp-python==$
   pipq "$venv/bin/python" -m pip install --find-links "$wheels" "llama-cpp-python[server]==$LLAMACPP_VERSION"
   echo "llama-cpp-python==$LLAMACPP_VERSION" > "$venv/.sparkstack-installed"
 fi
+# SGLang's own argument parser (no engine: it needs CUDA), importable on CPU with the
+# vLLM venv's torch: the tests check the SGLang argv sparkstack builds against it.
+parsers="$SPARKSTACK_HOME/parsers/sglang"
+if [[ -n "$extras" ]] && [[ ! -f "$parsers/.sglang-0.5.23" ]]; then
+  step "SGLang 0.5.23's argument parser into $parsers (for the tests)"
+  pipq "$engines/vllm/bin/python" -m pip install --no-deps --target "$parsers" \
+    sglang==0.5.23 orjson==3.13.0 ipython==9.18.1 traitlets==5.16.1
+  touch "$parsers/.sglang-0.5.23"
+fi
 # The test suite and benchmarks use real system programs: nginx (gateway benchmark,
 # exported site files), podman + runc (engines in containers), chromium (dashboard),
 # prometheus (scrape config), docker-compose / podman-compose (exported compose files).

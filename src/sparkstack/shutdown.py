@@ -10,6 +10,8 @@ import signal
 import time
 from dataclasses import dataclass, field
 
+from sparkstack.containers.cleanup import remove_stack_containers
+from sparkstack.containers.launch import record_file, stack_id
 from sparkstack.settings import Settings
 from sparkstack.supervisor.run_file import RunFile, kill_leftovers
 
@@ -21,12 +23,14 @@ class DownReport:
     stale_up: bool = False
     """The recorded `up` pid is gone or now another process: it was not signalled."""
     killed_groups: list[str] = field(default_factory=list)
+    removed_containers: list[str] = field(default_factory=list)
 
 
 def bring_down(settings: Settings, timeout: float = 60.0) -> DownReport:
     run = RunFile.read(settings.run_file)
     if run is None:
-        return DownReport(found=False)
+        removed = remove_stack_containers(record_file(settings), stack_id(settings))
+        return DownReport(found=bool(removed), removed_containers=removed)
     report = DownReport(found=True)
     up = run.up.process()
     if up is None:
@@ -40,5 +44,6 @@ def bring_down(settings: Settings, timeout: float = 60.0) -> DownReport:
         if not report.up_stopped:
             os.kill(up.pid, signal.SIGKILL)
     report.killed_groups = kill_leftovers(run.engines)
+    report.removed_containers = remove_stack_containers(record_file(settings), stack_id(settings))
     RunFile.remove(settings.run_file)
     return report

@@ -24,6 +24,8 @@ from sparkstack.cli.errors import EXIT_DOES_NOT_FIT, run
 from sparkstack.cli.export import export
 from sparkstack.cli.node import node
 from sparkstack.cli.watch import footprints, top
+from sparkstack.containers.dry_run import render_dry_run
+from sparkstack.containers.preflight import check_containers
 from sparkstack.engines.registry import known_engines
 from sparkstack.env_file import load_env_file
 from sparkstack.errors import DoesNotFitError, SparkstackError
@@ -60,9 +62,11 @@ def cli() -> None:
 @cli.command()
 @click.argument("stack_file", required=False, type=click.Path(path_type=Path))
 @click.option("--listen", help="host:port for the gateway (overrides gateway.listen).")
-def up(stack_file: Path | None, listen: str | None) -> None:
+@click.option("--dry-run", is_flag=True, help="Print every command and file; start nothing.")
+def up(stack_file: Path | None, listen: str | None, dry_run: bool) -> None:
     """Start the gateway and the models of STACK_FILE (the demo stack without one).
     Exit code 3 when the stack does not fit this machine."""
+
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
     )
@@ -75,11 +79,17 @@ def up(stack_file: Path | None, listen: str | None) -> None:
         raise DoesNotFitError(
             "the stack does not fit this machine (plan above); nothing was started"
         )
+    settings = Settings.from_env()
+    cuda = plan.machine.device == "cuda"
+    if dry_run:
+        click.echo(render_dry_run(stack, plan, settings, cuda))
+        return
+    check_containers(stack, settings, cuda)
     for model in plan.models:
         for warning in model.warnings:
             logging.getLogger("sparkstack").warning("%s: %s", model.name, warning)
     install_uvloop()
-    asyncio.run(serve(stack, Settings.from_env(), plan))
+    asyncio.run(serve(stack, settings, plan))
 
 
 @cli.command()
@@ -124,6 +134,8 @@ def down(timeout: float) -> None:
                    "belongs to another process now, which was left alone)")  # fmt: skip
     for name in report.killed_groups:
         click.echo(f"killed leftover processes of {name}")
+    for container in report.removed_containers:
+        click.echo(f"removed container {container}")
     click.echo("stack stopped")
 
 
@@ -182,6 +194,8 @@ def status(as_json: bool) -> None:
             f"{'on ' + ', '.join(row['nodes']) + ' ' if row.get('nodes') else ''}"
             f"{row['error'] or ''}"
         )
+        if row.get("image"):
+            click.echo(f"{'':<16} image {row['image']}")
 
 
 def _model_action(action: str, name: str) -> None:

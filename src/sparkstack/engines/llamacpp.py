@@ -32,6 +32,8 @@ _TOKENIZE_TIMEOUT = aiohttp.ClientTimeout(total=30)
 @register_engine
 class LlamaCppEngine(EngineAdapter):
     name = "llamacpp"
+    default_image = None  # no official llama-cpp-python image: set image:
+    container_command = ["python3", "-m", "llama_cpp.server"]
     reports_stream_usage = False
     internal_key_env = "API_KEY"  # llama-cpp-python's ServerSettings.api_key
     routes = {
@@ -71,7 +73,9 @@ class LlamaCppEngine(EngineAdapter):
         ]  # fmt: skip
         # /v1/models waits for the model lock while a stream is generated; the
         # OpenAPI document is served by the server's loop alone: a liveness signal.
-        return finish_launch(spec, source, head, planned, "/v1/models", fallback, "/openapi.json")
+        return finish_launch(
+            spec, source, head, planned, "/v1/models", fallback, live_path="/openapi.json"
+        )
 
     def memory(
         self, facts: ModelFacts, spec: ModelSpec, machine: MachineProfile, free_at_start: int

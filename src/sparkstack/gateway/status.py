@@ -30,6 +30,8 @@ class ModelStatus(BaseModel):
     ready_seconds: float | None
     nodes: list[str] = []
     """Cluster nodes the model spans (empty: this host alone)."""
+    runtime: str = "native"
+    image: str | None = None
 
 
 def tree_rss(pid: int | None) -> int | None:
@@ -64,6 +66,8 @@ def model_status(runtime: ModelRuntime) -> ModelStatus:
         error=runtime.error,
         ready_seconds=runtime.ready_seconds,
         nodes=list(runtime.spec.nodes),
+        runtime="container" if runtime.image else "native",
+        image=runtime.image,
     )
 
 
@@ -82,6 +86,8 @@ def models_list(models: dict[str, ModelRuntime]) -> list[dict[str, object]]:
             }
             if name != runtime.name:
                 entry["alias_of"] = runtime.name
+            if runtime.image:
+                entry["runtime"], entry["image"] = "container", runtime.image
             if runtime.spec.context:
                 entry["max_model_len"] = runtime.spec.context
             if runtime.decode_ceiling_tok_s:

@@ -14,9 +14,12 @@ from typing import Any
 
 import aiohttp
 
+from sparkstack.containers.launch import engine_launch
 from sparkstack.engines.base import ENGINE_KEY_ENV, LaunchSpec, MemoryEstimate
 from sparkstack.errors import SparkstackError, SupervisorError
 from sparkstack.settings import Settings
+from sparkstack.stack.schema import Stack
+from sparkstack.supervisor.engine_process import EngineProcess, engine_process
 from sparkstack.supervisor.footprints import append_footprint, measure, warm_up
 from sparkstack.supervisor.liveness import watch_liveness
 from sparkstack.supervisor.ports import free_port
@@ -43,7 +46,12 @@ class EngineLifecycle:
         on_crash: OnCrash,
         footprint_plan: FootprintPlan,
         on_spawn: Callable[[ModelRuntime], None] | None = None,
+        stack: Stack | None = None,
+        cuda: bool = False,
     ) -> None:
+        self.stack = stack
+        """Where runtime: container comes from (None: every engine native)."""
+        self.cuda = cuda
         self.settings = settings
         self.session = session
         self.set_state = set_state
@@ -66,11 +74,17 @@ class EngineLifecycle:
         name = runtime.name
         port = free_port()
         try:
-            launch = runtime.adapter.launch(runtime.spec, port, self.settings, planned)
+            launch = (
+                engine_launch(
+                    self.stack, runtime.spec, runtime.adapter, port, self.settings, planned
+                )  # fmt: skip
+                if self.stack is not None
+                else runtime.adapter.launch(runtime.spec, port, self.settings, planned)
+            )
         except SparkstackError as exc:
             self.set_state(runtime, ModelState.FAILED, str(exc))
             raise
-        process, headers = self._process(runtime, launch)
+        process, headers = self._process(runtime, launch, port)
         runtime.port, runtime.process, runtime.hung_reason = port, process, None
         runtime.base_url = runtime.adapter.base_url(runtime.spec, port)
         self.set_state(runtime, ModelState.STARTING, None)
@@ -112,8 +126,8 @@ class EngineLifecycle:
         ]
 
     def _process(
-        self, runtime: ModelRuntime, launch: LaunchSpec
-    ) -> tuple[ManagedProcess, dict[str, str]]:
+        self, runtime: ModelRuntime, launch: LaunchSpec, port: int
+    ) -> tuple[EngineProcess, dict[str, str]]:
         """The engine process, with a fresh random key in its environment (never in
         argv), and the headers that reach it."""
         env = dict(launch.env)
@@ -124,9 +138,13 @@ class EngineLifecycle:
             env[ENGINE_KEY_ENV] = runtime.api_key
             headers["Authorization"] = f"Bearer {runtime.api_key}"
         log_path = self.settings.log_dir / f"{runtime.name}.log"
-        return ManagedProcess(runtime.name, launch.argv, env, log_path), headers
+        if self.stack is None:
+            return ManagedProcess(runtime.name, launch.argv, env, log_path), headers
+        process = engine_process(self.stack, runtime.spec, runtime.adapter, launch, env, port,
+                                 self.settings, self.cuda)  # fmt: skip
+        return process, headers
 
-    def _kill_hung(self, runtime: ModelRuntime, process: ManagedProcess, reason: str) -> None:
+    def _kill_hung(self, runtime: ModelRuntime, process: EngineProcess, reason: str) -> None:
         """The process lives but the engine does not serve: kill it; ``_watch`` then
         handles the exit as a crash."""
         if runtime.process is not process:
@@ -136,7 +154,7 @@ class EngineLifecycle:
         self.note(runtime, "hung")
         process.kill()
 
-    async def _watch(self, runtime: ModelRuntime, process: ManagedProcess) -> None:
+    async def _watch(self, runtime: ModelRuntime, process: EngineProcess) -> None:
         """An engine that exits on its own (or was killed as hung) is failed."""
         returncode = await process.wait()
         if runtime.process is not process or runtime.state is not ModelState.READY:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import aiohttp
 
+from sparkstack.containers.launch import engine_image
 from sparkstack.engines.base import MemoryEstimate
 from sparkstack.engines.registry import get_engine
 from sparkstack.errors import SparkstackError, SupervisorError
@@ -55,6 +56,7 @@ class Supervisor:
             for name, spec in stack.models.items()
         }
         for name, runtime in self.models.items():
+            runtime.image = engine_image(stack, runtime.spec, runtime.adapter)
             if not runtime.adapter.managed:
                 runtime.state = ModelState.READY
             planned = next((m for m in plan.models if m.name == name), None) if plan else None
@@ -63,7 +65,8 @@ class Supervisor:
         self.ledger = MemoryLedger(plan, self.models)
         self.lifecycle = EngineLifecycle(
             settings, session, self._set, self._set_event, self._after_crash,
-            self._footprint_plan, on_spawn=on_spawn,
+            self._footprint_plan, on_spawn=on_spawn, stack=stack,
+            cuda=plan is not None and plan.machine.device == "cuda",
         )  # fmt: skip
         self._waking: dict[str, asyncio.Task[ModelRuntime]] = {}
         self._closing = False
