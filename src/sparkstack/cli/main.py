@@ -57,8 +57,11 @@ def up(stack_file: Path | None, listen: str | None) -> None:
 
     for folder in {Path.cwd(), (stack_file or Path.cwd()).resolve().parent}:
         load_env_file(folder / ".env")
+    from sparkstack.deploy.weights import require_weights
+
     try:
         stack = _load(stack_file, listen)
+        require_weights(stack, stack_file)
         plan = build_plan(stack)
         if not plan.fits:
             click.echo(render_plan(plan), err=True)
@@ -330,6 +333,11 @@ def keys_revoke(id_or_name: str) -> None:
 
 def main() -> None:
     from sparkstack.cli.bench import bench
+    from sparkstack.cli.deploy import doctor, pull
+    from sparkstack.cli.export import export
 
     cli.add_command(bench)
+    cli.add_command(export)
+    cli.add_command(doctor)
+    cli.add_command(pull)
     cli()

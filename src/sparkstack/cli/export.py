@@ -1,0 +1,91 @@
+"""`sparkstack export ...`: deployment files for a stack, printed (or written with
+``--output``). Each kind is its own command function on the ``export`` group."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from sparkstack.errors import SparkstackError
+from sparkstack.stack import Stack, load_stack
+from sparkstack.stack.demo import demo_stack
+
+STACK_ARG = click.argument("stack_file", required=False, type=click.Path(path_type=Path))
+OUTPUT_OPT = click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="Write to this file, not stdout."
+)
+
+
+@click.group()
+def export() -> None:
+    """Write deployment files for a stack (nginx, compose, systemd, ...)."""
+
+
+def load_for_export(stack_file: Path | None) -> tuple[Stack, str]:
+    """The stack (the demo stack without a file) and its name for labels."""
+    if stack_file is None:
+        return demo_stack(), "demo"
+    return load_stack(stack_file), stack_file.stem
+
+
+def emit(text: str, output: Path | None) -> None:
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {output}", err=True)
+
+
+def fail(exc: SparkstackError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(1)
+
+
+@export.command("nginx")
+@STACK_ARG
+@click.option("--server-name", required=True, help="The public host name (inference.example.com).")
+@click.option("--upstream-ip", help="The gateway machine's IP as nginx reaches it (default: "
+              "the gateway's listen address; 127.0.0.1 for 0.0.0.0).")  # fmt: skip
+@click.option("--listen", default="80", show_default=True, help="nginx's listen (port or ip:port).")
+@OUTPUT_OPT
+def export_nginx(
+    stack_file: Path | None,
+    server_name: str,
+    upstream_ip: str | None,
+    listen: str,
+    output: Path | None,
+) -> None:
+    """An nginx site in front of the gateway: streaming unbuffered, 3600 s timeouts, the
+    stack's body limit, keep-alive upstream by IP, HTTP first for `certbot --nginx`."""
+    from sparkstack.deploy.nginx import nginx_site
+
+    try:
+        stack, name = load_for_export(stack_file)
+        emit(nginx_site(stack, name, server_name, upstream_ip, listen), output)
+    except SparkstackError as exc:
+        fail(exc)
+
+
+@export.command("systemd")
+@STACK_ARG
+@click.option("--user", help="Run as this user (User=); default: the unit's default (root).")
+@OUTPUT_OPT
+def export_systemd(stack_file: Path | None, user: str | None, output: Path | None) -> None:
+    """A systemd unit running `sparkstack up STACK_FILE`: restart on failure, working
+    directory with the .env, `sparkstack down` on stop."""
+    from sparkstack.deploy.systemd import UnitOptions, systemd_unit
+
+    if stack_file is None:
+        fail(SparkstackError("export systemd needs the stack file the service will run"))
+        return
+    exe = shutil.which("sparkstack") or str(Path(sys.executable).parent / "sparkstack")
+    try:
+        stack = load_stack(stack_file)
+        options = UnitOptions(stack_file=stack_file, sparkstack=Path(exe).absolute(), user=user)
+        emit(systemd_unit(stack, options), output)
+    except SparkstackError as exc:
+        fail(exc)
