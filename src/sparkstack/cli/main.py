@@ -44,8 +44,11 @@ def cli() -> None:
 @cli.command()
 @click.argument("stack_file", required=False, type=click.Path(path_type=Path))
 @click.option("--listen", help="host:port for the gateway (overrides gateway.listen).")
-def up(stack_file: Path | None, listen: str | None) -> None:
+@click.option("--dry-run", is_flag=True, help="Print every command and file; start nothing.")
+def up(stack_file: Path | None, listen: str | None, dry_run: bool) -> None:
     """Start the gateway and the models of STACK_FILE (the demo stack without one)."""
+    from sparkstack.containers.dry_run import render_dry_run
+    from sparkstack.containers.preflight import check_containers
     from sparkstack.serve import install_uvloop, serve
 
     logging.basicConfig(
@@ -68,11 +71,17 @@ def up(stack_file: Path | None, listen: str | None) -> None:
             raise SparkstackError(
                 "the stack does not fit this machine (plan above); nothing was started"
             )
+        settings = Settings.from_env()
+        cuda = plan.machine.device == "cuda"
+        if dry_run:
+            click.echo(render_dry_run(stack, plan, settings, cuda))
+            return
+        check_containers(stack, settings, cuda)
         for model in plan.models:
             for warning in model.warnings:
                 logging.getLogger("sparkstack").warning("%s: %s", model.name, warning)
         install_uvloop()
-        asyncio.run(serve(stack, Settings.from_env(), plan))
+        asyncio.run(serve(stack, settings, plan))
     except SparkstackError as exc:
         _fail(exc)
     except ValueError as exc:  # pydantic's error for a bad --listen
@@ -139,6 +148,8 @@ def down(timeout: float) -> None:
         return
     for name in report.killed_groups:
         click.echo(f"killed leftover processes of {name}")
+    for container in report.removed_containers:
+        click.echo(f"removed container {container}")
     click.echo("stack stopped")
 
 
@@ -203,6 +214,8 @@ def status(as_json: bool) -> None:
             f"{row['port'] or '-':>6} {row['pid'] or '-':>8} {_mib(row['rss_bytes']):>11}  "
             f"{row['error'] or ''}"
         )
+        if row.get("image"):
+            click.echo(f"{'':<16} image {row['image']}")
 
 
 def _model_action(action: str, name: str) -> None:

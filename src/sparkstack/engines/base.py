@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import aiohttp
 
 from sparkstack.errors import EngineError, SparkstackError
+from sparkstack.modelfacts.catalog import Recipe, find_recipe
 from sparkstack.modelfacts.facts import ModelFacts
 from sparkstack.planner.machine import MachineProfile
 from sparkstack.settings import Settings
@@ -32,6 +33,9 @@ class LaunchSpec:
     """Added to (and overriding) the supervisor's own environment."""
     ready_path: str = "/health"
     """Path on the engine that answers 200 once it serves requests."""
+    files: dict[str, str] = field(default_factory=dict)
+    """Files the engine reads (path -> text), written just before it starts (and only
+    printed by ``up --dry-run``)."""
 
 
 @dataclass
@@ -74,6 +78,11 @@ class EngineAdapter(ABC):
     """Gateway route -> the engine's path; a route missing here is a 404."""
     supports_sleep: ClassVar[bool] = False
     """The engine can put a loaded model to sleep and wake it without a restart."""
+    default_image: ClassVar[str | None] = None
+    """The pinned container image for ``runtime: container`` (a catalog recipe or the
+    stack's ``image:`` overrides it)."""
+    container_command: ClassVar[list[str]] = []
+    """The engine's command inside its image (the native venv's python is not there)."""
     reports_stream_usage: ClassVar[bool] = True
     """False when the engine ignores ``stream_options.include_usage``; the gateway then
     adds the usage chunk, with prompt tokens from ``count_prompt_tokens``."""
@@ -189,12 +198,42 @@ def finish_launch(
     planned: MemoryEstimate | None,
     ready_path: str,
     extra_args: list[str] | None = None,
+    files: dict[str, str] | None = None,
 ) -> LaunchSpec:
-    """argv = head + the plan's flags + ``extra_args`` + the stack's ``args`` (last, so
-    they win); env = offline for local models + the plan's env + the stack's env."""
+    """argv = head + the plan's flags + ``extra_args`` + the catalog recipe's flags
+    (those the stack's ``args`` do not set) + the stack's ``args`` (last, so they win);
+    env = offline for local models + the plan's env + the recipe's + the stack's env."""
     args, env = planned_parts(planned)
+    recipe = applied_recipe(spec)
     return LaunchSpec(
-        argv=[*head, *args, *(extra_args or []), *spec.args],
-        env={**local_source_env(source), **env, **spec.env},
+        argv=[*head, *args, *(extra_args or []), *recipe.args, *spec.args],
+        env={**local_source_env(source), **env, **recipe.env, **spec.env},
         ready_path=ready_path,
+        files=dict(files or {}),
     )
+
+
+def applied_recipe(spec: ModelSpec) -> Recipe:
+    """The catalog's serving recipe for this model and engine, less every flag the
+    stack's ``args`` set itself (empty with ``recipe: false``)."""
+    recipe = find_recipe(spec.model or "", spec.engine) if spec.recipe else None
+    if recipe is None:
+        return Recipe(source="")
+    own = {arg.split("=", 1)[0] for arg in spec.args if arg.startswith("-")}
+    args: list[str] = []
+    for flag in recipe.flags():
+        if flag[0].split("=", 1)[0] not in own:
+            args += flag
+    env = {k: v for k, v in recipe.env.items() if k not in spec.env}
+    return recipe.model_copy(update={"args": args, "env": env})
+
+
+def container_image(spec: ModelSpec, adapter: EngineAdapter) -> tuple[str | None, str]:
+    """(image, where it came from): the stack's ``image:``, the catalog recipe's
+    image for this engine, or the engine's pinned default."""
+    if spec.image:
+        return spec.image, "stack file"
+    recipe = find_recipe(spec.model or "", spec.engine) if spec.recipe else None
+    if recipe is not None and recipe.image:
+        return recipe.image, f"catalog recipe ({recipe.source})"
+    return adapter.default_image, f"engine default ({adapter.name})"

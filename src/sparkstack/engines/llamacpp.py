@@ -39,6 +39,8 @@ def compute_buffer_bytes(facts: ModelFacts, n_seq: int) -> int:
 @register_engine
 class LlamaCppEngine(EngineAdapter):
     name = "llamacpp"
+    default_image = None  # no official llama-cpp-python image: set image:
+    container_command = ["python3", "-m", "llama_cpp.server"]
     reports_stream_usage = False
     internal_key_env = "API_KEY"  # llama-cpp-python's ServerSettings.api_key
     routes = {

@@ -1,4 +1,12 @@
-"""SGLang (``python -m sglang.launch_server``) and its memory model.
+"""SGLang (``python -m sglang.launch_server``): launch, sleep, and its memory model.
+
+The engine key: SGLang takes it only as ``--api-key`` (server_args.py), which would
+show in ``ps``; sparkstack starts ``launch_server`` through a two-line ``-c`` shim
+that appends ``--api-key`` from the environment to ``sys.argv`` inside the
+process (``/proc/PID/cmdline`` never holds it), then runs the module as
+``__main__``. Sleep: ``POST /release_memory_occupation`` and
+``/resume_memory_occupation`` (http_server.py), which need
+``--enable-memory-saver`` at start.
 
 ``--mem-fraction-static`` = (weights + KV pool) / total GPU memory
 (server_args ``_handle_gpu_memory_settings``); the KV pool holds
@@ -10,6 +18,8 @@ from __future__ import annotations
 
 import math
 
+import aiohttp
+
 from sparkstack.engines.base import (
     EngineAdapter,
     LaunchSpec,
@@ -19,6 +29,7 @@ from sparkstack.engines.base import (
 )
 from sparkstack.engines.gpu_estimates import CUDA_RUNTIME_BYTES, activation_peak, graph_spike
 from sparkstack.engines.registry import register_engine
+from sparkstack.errors import EngineError
 from sparkstack.modelfacts.facts import LayerKind, ModelFacts
 from sparkstack.planner.kv_cache import kv_bytes_per_token, layer_bytes_per_token
 from sparkstack.planner.machine import GIB, MachineProfile
@@ -27,11 +38,31 @@ from sparkstack.stack.schema import ModelSpec
 from sparkstack.stack.sources import resolve_model_source
 
 CHUNKED_PREFILL = 8192
+KEY_ENV = "SPARKSTACK_ENGINE_KEY"
+MODULE = "sglang.launch_server"
+KEY_SHIM = (
+    "import os, runpy, sys; "
+    f"sys.argv = ['{MODULE}', *sys.argv[1:], '--api-key', os.environ['{KEY_ENV}']]; "
+    f"runpy.run_module('{MODULE}', run_name='__main__', alter_sys=True)"
+)
+"""Gives SGLang its key from the environment: argv stays free of it."""
+_CONTROL_TIMEOUT = aiohttp.ClientTimeout(total=600)
+
+
+def with_key_shim(command: list[str]) -> list[str]:
+    """``PYTHON -m sglang.launch_server`` -> ``PYTHON -c SHIM`` (other commands as given)."""
+    if command[-2:] == ["-m", MODULE]:
+        return [*command[:-2], "-c", KEY_SHIM]
+    return command
 
 
 @register_engine
 class SglangEngine(EngineAdapter):
     name = "sglang"
+    internal_key_env = KEY_ENV
+    supports_sleep = True
+    default_image = "lmsys/sglang:spark"
+    container_command = ["python3", "-m", "sglang.launch_server"]
     metrics_path = "/metrics"
 
     def launch(
@@ -46,9 +77,20 @@ class SglangEngine(EngineAdapter):
             module="sglang.launch_server",
             install_hint="install SGLang into SPARKSTACK_HOME/engines/sglang",
         )
-        head = [*command, "--model-path", source, "--served-model-name", spec.name,
+        head = [*with_key_shim(command), "--model-path", source, "--served-model-name", spec.name,
                 "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
         return finish_launch(spec, source, head, planned, "/health")
+
+    async def sleep(
+        self, session: aiohttp.ClientSession, base_url: str, level: int, api_key: str | None
+    ) -> None:
+        """Release the weights and the KV cache (both, at any level: SGLang has one)."""
+        await _post(session, f"{base_url}/release_memory_occupation", api_key)
+
+    async def wake_up(
+        self, session: aiohttp.ClientSession, base_url: str, level: int, api_key: str | None
+    ) -> None:
+        await _post(session, f"{base_url}/resume_memory_occupation", api_key)
 
     def memory(
         self, facts: ModelFacts, spec: ModelSpec, machine: MachineProfile, free_at_start: int
@@ -78,6 +120,8 @@ class SglangEngine(EngineAdapter):
             args += ["--kv-cache-dtype", "fp8_e4m3"]
         if spec.enforce_eager:
             args.append("--disable-cuda-graph")
+        if spec.sleep_mode:
+            args.append("--enable-memory-saver")
         return MemoryEstimate(
             weights_bytes=facts.weight_bytes,
             kv_bytes_per_token=kv_bytes_per_token(facts, dtype_bytes),
@@ -88,3 +132,14 @@ class SglangEngine(EngineAdapter):
             engine_args=args,
             notes=["SGLang's KV pool is device-wide: other processes on the GPU shrink it"],
         )
+
+
+async def _post(session: aiohttp.ClientSession, url: str, api_key: str | None) -> None:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    try:
+        async with session.post(url, json={}, headers=headers, timeout=_CONTROL_TIMEOUT) as resp:
+            if resp.status != 200:
+                text = await resp.text()
+                raise EngineError(f"POST {url}: HTTP {resp.status}: {text[:200]}")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise EngineError(f"POST {url}: {exc}") from exc

@@ -41,6 +41,8 @@ def _block_size(machine: MachineProfile) -> int:
 @register_engine
 class VllmEngine(EngineAdapter):
     name = "vllm"
+    default_image = "nvcr.io/nvidia/vllm:26.05.post1-py3"
+    container_command = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
     internal_key_env = "VLLM_API_KEY"
     metrics_path = "/metrics"
     routes = {

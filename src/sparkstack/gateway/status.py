@@ -25,6 +25,8 @@ class ModelStatus(BaseModel):
     base_url: str
     error: str | None
     ready_seconds: float | None
+    runtime: str = "native"
+    image: str | None = None
 
 
 def tree_rss(pid: int | None) -> int | None:
@@ -58,6 +60,8 @@ def model_status(runtime: ModelRuntime) -> ModelStatus:
         base_url=runtime.base_url,
         error=runtime.error,
         ready_seconds=runtime.ready_seconds,
+        runtime="container" if runtime.image else "native",
+        image=runtime.image,
     )
 
 
@@ -76,6 +80,8 @@ def models_list(models: dict[str, ModelRuntime]) -> list[dict[str, object]]:
             }
             if name != runtime.name:
                 entry["alias_of"] = runtime.name
+            if runtime.image:
+                entry["runtime"], entry["image"] = "container", runtime.image
             if runtime.spec.context:
                 entry["max_model_len"] = runtime.spec.context
             if runtime.decode_ceiling_tok_s:

@@ -13,6 +13,29 @@ from pydantic import BaseModel, Field
 from sparkstack.modelfacts.quant_formats import BITS_PER_WEIGHT
 
 
+class Recipe(BaseModel):
+    """A known-good serving recipe from the field reports for one engine: flags,
+    environment and image, applied unless the stack overrides them."""
+
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    image: str | None = None
+    options: dict[str, object] = Field(default_factory=dict)
+    """TensorRT-LLM: extra LLM API options (the --extra_llm_api_options YAML)."""
+    source: str
+    """Where the recipe comes from (a seed report and what it validated)."""
+
+    def flags(self) -> list[list[str]]:
+        """``args`` grouped as one flag and its values each (a value never starts with -)."""
+        groups: list[list[str]] = []
+        for arg in self.args:
+            if arg.startswith("-") or not groups:
+                groups.append([arg])
+            else:
+                groups[-1].append(arg)
+        return groups
+
+
 class CatalogEntry(BaseModel):
     id: str
     config: dict[str, object]
@@ -25,6 +48,8 @@ class CatalogEntry(BaseModel):
     """Published sizes, used as they are when given."""
     source: str
     warnings: list[str] = Field(default_factory=list)
+    recipes: dict[str, Recipe] = Field(default_factory=dict)
+    """Serving recipe by engine name."""
 
     def bytes_by_format(self) -> dict[str, int]:
         if self.weight_bytes_by_format:
@@ -53,3 +78,8 @@ def catalog() -> dict[str, CatalogEntry]:
 
 def find(model_id: str) -> CatalogEntry | None:
     return catalog().get(model_id.lower())
+
+
+def find_recipe(model_id: str, engine: str) -> Recipe | None:
+    entry = find(model_id)
+    return entry.recipes.get(engine) if entry else None

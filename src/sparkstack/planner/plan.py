@@ -12,14 +12,14 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, Field
 
-from sparkstack.engines.base import MemoryEstimate
+from sparkstack.engines.base import MemoryEstimate, applied_recipe, container_image
 from sparkstack.engines.registry import get_engine
 from sparkstack.errors import SparkstackError
 from sparkstack.modelfacts.facts import LayerKind, ModelFacts
 from sparkstack.modelfacts.inspect import inspect_source
 from sparkstack.planner.kv_cache import layer_bytes_per_token
 from sparkstack.planner.machine import GIB, MachineProfile, resolve_machine
-from sparkstack.stack.schema import ModelSpec, Policy, Stack
+from sparkstack.stack.schema import ModelSpec, Policy, Runtime, Stack
 
 SCHEMA_VERSION = 1
 Inspector = Callable[[str], ModelFacts]
@@ -47,6 +47,14 @@ class ModelPlan(BaseModel):
         default=None, description="bandwidth / bytes read per decoded token at full context."
     )
     warnings: list[str] = Field(default_factory=list)
+    runtime: str = Field(default="native", description="native | container.")
+    image: str | None = Field(default=None, description="Container image, with its tag.")
+    image_source: str | None = Field(default=None, description="Where the image comes from.")
+    recipe_args: list[str] = Field(
+        default_factory=list, description="Catalog recipe flags applied (not set by args:)."
+    )
+    recipe_env: dict[str, str] = Field(default_factory=dict)
+    recipe_source: str | None = Field(default=None, description="The recipe's field report.")
 
     def estimate(self) -> MemoryEstimate:
         return MemoryEstimate(
@@ -110,6 +118,20 @@ def decode_ceiling(facts: ModelFacts, context: int, kv_dtype_bytes: int, bandwid
         span = min(layer.window or context, context) if layer.kind is LayerKind.SLIDING else context
         kv += per_token * span
     return bandwidth / (active + kv) if active + kv else 0.0
+
+
+def _add_runtime(plan: ModelPlan, stack: Stack, spec: ModelSpec) -> None:
+    """Runtime, image (with where it comes from) and the catalog recipe applied."""
+    adapter = get_engine(spec.engine)
+    if not adapter.managed:
+        return
+    plan.runtime = (spec.runtime or stack.container.runtime).value
+    if plan.runtime == Runtime.CONTAINER.value:
+        plan.image, plan.image_source = container_image(spec, adapter)
+    recipe = applied_recipe(spec)
+    if recipe.source:
+        plan.recipe_args, plan.recipe_env = recipe.args, recipe.env
+        plan.recipe_source = recipe.source
 
 
 def _plan_model(
@@ -179,6 +201,7 @@ def build_plan(
         )
         if name in always:
             used += plan.total_bytes
+        _add_runtime(plan, stack, stack.models[name])
         plans.append(plan)
     resident = sum(p.total_bytes for p in plans if p.policy == Policy.ALWAYS_ON.value)
     transient = max(

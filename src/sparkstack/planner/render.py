@@ -36,6 +36,12 @@ def render_plan(plan: StackPlan, explain: bool = False) -> str:
         env = " ".join(f"{k}={v}" for k, v in p.engine_env.items())
         if flags or env:
             lines.append(f"{p.name} flags: {' '.join(x for x in (env, flags) if x)}")
+        if p.image:
+            source = f" ({p.image_source})" if explain and p.image_source else ""
+            lines.append(f"{p.name} image: {p.image}{source}")
+        if explain and p.recipe_source:
+            recipe = " ".join([*(f"{k}={v}" for k, v in p.recipe_env.items()), *p.recipe_args])
+            lines.append(f"  recipe: {recipe or '(all overridden by args:)'} ({p.recipe_source})")
         if explain and p.total_bytes:
             lines.append(
                 f"  weights {gib(p.weights_bytes)} ({p.total_params / 1e9:,.2f} B params, "

@@ -38,6 +38,17 @@ class Policy(StrEnum):
     ON_DEMAND = "on_demand"
 
 
+class Runtime(StrEnum):
+    NATIVE = "native"
+    CONTAINER = "container"
+
+
+class ContainerCli(StrEnum):
+    AUTO = "auto"
+    DOCKER = "docker"
+    PODMAN = "podman"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -96,6 +107,77 @@ class MachineSpec(_Strict):
     device: str = Field(default="cuda", description="cuda or cpu.")
 
 
+class ContainerSpec(_Strict):
+    """How engines run in containers: the stack-wide defaults under ``container:``."""
+
+    runtime: Runtime = Field(
+        default=Runtime.NATIVE, description="Default runtime of every model: native | container."
+    )
+    cli: ContainerCli = Field(
+        default=ContainerCli.AUTO,
+        description="docker | podman | auto (whichever is on PATH, docker first).",
+    )
+    cli_args: list[str] = Field(
+        default_factory=list,
+        description="Global CLI flags before the subcommand, e.g. [--runtime, runc] for podman.",
+    )
+    cli_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment of the CLI itself, e.g. CONTAINERS_CONF for podman.",
+    )
+    network: str = Field(
+        default="host",
+        description="host (engine on 127.0.0.1 of the host) or publish (-p 127.0.0.1:PORT:PORT).",
+    )
+    gpus: str = Field(
+        default="auto",
+        description="auto (all GPUs on a cuda machine, none on cpu) | all | none.",
+    )
+    ipc_host: bool = Field(default=True, description="--ipc host (NCCL / torch shared memory).")
+    shm_size: str | None = Field(
+        default="16g", description="--shm-size when not --ipc host (docker/podman refuse both)."
+    )
+    ulimits: dict[str, str] = Field(
+        default_factory=lambda: {"memlock": "-1", "stack": "67108864"},
+        description="--ulimit NAME=VALUE; {} where the host refuses rlimits (rootless, nested).",
+    )
+    hf_cache: str | None = Field(
+        default=None,
+        description="Host HF cache mounted at /root/.cache/huggingface (default $HF_HOME or "
+        "~/.cache/huggingface when it exists); read-only when the model is already in it.",
+    )
+    mounts: list[str] = Field(
+        default_factory=list, description="Extra -v HOST:CONTAINER[:ro] mounts."
+    )
+    run_args: list[str] = Field(
+        default_factory=list, description="Extra flags for `create` (placed before the image)."
+    )
+    pull: str = Field(
+        default="missing", description="missing (pull when absent) | never (error when absent)."
+    )
+
+    @field_validator("network")
+    @classmethod
+    def _check_network(cls, value: str) -> str:
+        if value not in ("host", "publish"):
+            raise ValueError(f"network {value!r}: use host or publish")
+        return value
+
+    @field_validator("gpus")
+    @classmethod
+    def _check_gpus(cls, value: str) -> str:
+        if value not in ("auto", "all", "none"):
+            raise ValueError(f"gpus {value!r}: use auto, all or none")
+        return value
+
+    @field_validator("pull")
+    @classmethod
+    def _check_pull(cls, value: str) -> str:
+        if value not in ("missing", "never"):
+            raise ValueError(f"pull {value!r}: use missing or never")
+        return value
+
+
 class ModelSpec(_Strict):
     """One served model. ``name`` is filled from its key under ``models:``."""
 
@@ -138,6 +220,19 @@ class ModelSpec(_Strict):
         ),
     )
     args: list[str] = Field(default_factory=list, description="Extra engine arguments.")
+    runtime: Runtime | None = Field(
+        default=None, description="native | container (default: container.runtime)."
+    )
+    image: str | None = Field(
+        default=None,
+        description="Container image (default: the catalog recipe's, else the engine's).",
+    )
+    container_cli: ContainerCli | None = Field(
+        default=None, description="docker | podman | auto (default: container.cli)."
+    )
+    recipe: bool = Field(
+        default=True, description="Apply the catalog's serving recipe (parsers, env, image)."
+    )
     env: dict[str, str] = Field(default_factory=dict, description="Extra engine environment.")
     url: str | None = Field(default=None, description="external only: the upstream base URL.")
     api_key_env: str | None = Field(
@@ -200,6 +295,7 @@ class Stack(_Strict):
         default=20.0, ge=0, description="Memory never handed to engines (GiB)."
     )
     gateway: GatewaySpec = Field(default_factory=GatewaySpec)
+    container: ContainerSpec = Field(default_factory=ContainerSpec)
     models: dict[str, ModelSpec] = Field(description="The served models, by name.")
 
     @field_validator("models", mode="before")

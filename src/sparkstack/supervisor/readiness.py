@@ -11,13 +11,14 @@ import time
 import aiohttp
 
 from sparkstack.errors import EngineStartError
-from sparkstack.supervisor.process import ManagedProcess, describe_exit
+from sparkstack.supervisor.engine_process import EngineProcess
+from sparkstack.supervisor.process import describe_exit
 
 _PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5)
 PROBE_PERIOD = 0.05
 
 
-def log_tail(process: ManagedProcess, lines: int = 15) -> str:
+def log_tail(process: EngineProcess, lines: int = 15) -> str:
     try:
         text = process.log_path.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -28,7 +29,7 @@ def log_tail(process: ManagedProcess, lines: int = 15) -> str:
 async def wait_ready(
     session: aiohttp.ClientSession,
     url: str,
-    process: ManagedProcess,
+    process: EngineProcess,
     deadline: float,
     headers: dict[str, str] | None = None,
 ) -> float:

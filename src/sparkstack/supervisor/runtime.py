@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from sparkstack.engines.base import EngineAdapter
 from sparkstack.stack.schema import ModelSpec
-from sparkstack.supervisor.process import ManagedProcess
+from sparkstack.supervisor.engine_process import EngineProcess
 
 
 class ModelState(StrEnum):
@@ -26,7 +26,7 @@ class ModelRuntime:
     adapter: EngineAdapter
     state: ModelState = ModelState.STOPPED
     port: int | None = None
-    process: ManagedProcess | None = None
+    process: EngineProcess | None = None
     error: str | None = None
     base_url: str = ""
     ready_seconds: float | None = None
@@ -44,6 +44,8 @@ class ModelRuntime:
     """Set when the supervisor kills a start on purpose (e.g. "memory spike")."""
     decode_ceiling_tok_s: float | None = None
     """The planner's single-stream decode ceiling (memory bandwidth / bytes per token)."""
+    image: str | None = None
+    """The container image it runs in (None for a native process)."""
     upstream_model: str = field(init=False)
     api_key: str | None = field(init=False)
 

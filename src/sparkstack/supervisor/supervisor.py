@@ -11,15 +11,17 @@ from collections.abc import Callable
 
 import aiohttp
 
+from sparkstack.containers.launch import engine_image, engine_launch
 from sparkstack.engines.base import MemoryEstimate
 from sparkstack.engines.registry import get_engine
 from sparkstack.errors import SparkstackError, SupervisorError
 from sparkstack.planner.plan import StackPlan
 from sparkstack.settings import Settings
 from sparkstack.stack.schema import Policy, Stack
+from sparkstack.supervisor.engine_process import EngineProcess, engine_process
 from sparkstack.supervisor.footprints import append_footprint, measure, warm_up
 from sparkstack.supervisor.ports import free_port
-from sparkstack.supervisor.process import ManagedProcess, describe_exit
+from sparkstack.supervisor.process import describe_exit
 from sparkstack.supervisor.readiness import wait_ready
 from sparkstack.supervisor.runtime import ModelRuntime, ModelState
 
@@ -53,6 +55,7 @@ class Supervisor:
             for name, spec in stack.models.items()
         }
         for name, runtime in self.models.items():
+            runtime.image = engine_image(stack, runtime.spec, runtime.adapter)
             if not runtime.adapter.managed:
                 runtime.state = ModelState.READY
             planned = next((m for m in plan.models if m.name == name), None) if plan else None
@@ -98,9 +101,8 @@ class Supervisor:
                 return runtime
             port = free_port()
             try:
-                launch = runtime.adapter.launch(
-                    runtime.spec, port, self.settings, self._planned(name)
-                )
+                launch = engine_launch(self.stack, runtime.spec, runtime.adapter, port,
+                                       self.settings, self._planned(name))  # fmt: skip
             except SparkstackError as exc:
                 self._set(runtime, ModelState.FAILED, str(exc))
                 raise
@@ -110,7 +112,9 @@ class Supervisor:
                 runtime.api_key = secrets.token_urlsafe(24)
                 env[runtime.adapter.internal_key_env] = runtime.api_key
                 probe_headers["Authorization"] = f"Bearer {runtime.api_key}"
-            process = ManagedProcess(name, launch.argv, env, self.settings.log_dir / f"{name}.log")
+            cuda = self.plan is not None and self.plan.machine.device == "cuda"
+            process = engine_process(self.stack, runtime.spec, runtime.adapter, launch, env, port,
+                                     self.settings, cuda)  # fmt: skip
             runtime.port, runtime.process = port, process
             runtime.base_url = runtime.adapter.base_url(runtime.spec, port)
             self._set(runtime, ModelState.STARTING)
@@ -326,7 +330,7 @@ class Supervisor:
                     self._set_event(runtime, "idle")
                     await self.put_away(runtime.name)
 
-    async def _watch(self, runtime: ModelRuntime, process: ManagedProcess) -> None:
+    async def _watch(self, runtime: ModelRuntime, process: EngineProcess) -> None:
         """An engine that exits on its own is failed; an always-on one is restarted
         with exponential back-off (1, 2, 4, ... s) up to ``MAX_RESTARTS`` in a row."""
         returncode = await process.wait()
