@@ -228,3 +228,8 @@ def test_cli_json_and_exit_code(tmp_path: Path) -> None:
         "memory", "containers", "hf_cache", "tiktoken", "ports", "sm_121", "exposure",
         "env_file", "swap_overcommit",
     }  # fmt: skip
+
+
+def test_containers_runtime_from_the_stack(host: HostProbe, tmp_path: Path) -> None:
+    result = check(run_file("containers/seed002-qwen36-35b-fp8.yaml", host, tmp_path), "containers")
+    assert result.status is Status.FAIL and "qwen36 run in a container" in result.message

@@ -89,3 +89,39 @@ def export_systemd(stack_file: Path | None, user: str | None, output: Path | Non
         emit(systemd_unit(stack, options), output)
     except SparkstackError as exc:
         fail(exc)
+
+
+@export.command("compose")
+@STACK_ARG
+@click.option(
+    "--out-dir", type=click.Path(path_type=Path), default=Path("sparkstack-compose"),
+    show_default=True, help="Folder for compose.yaml and the gateway's stack.compose.yaml.",
+)  # fmt: skip
+@click.option("--engine-port", default=8100, show_default=True, help="The first engine's port.")
+@click.option("--gateway-image", help="Image holding sparkstack for the gateway service.")
+def export_compose(
+    stack_file: Path | None, out_dir: Path, engine_port: int, gateway_image: str | None
+) -> None:
+    """A compose project: the gateway and every engine in its container, the planned flags
+    in each service's command, the HF cache mounted, secrets from .env, host network."""
+    from functools import partial
+
+    from sparkstack.deploy.compose import DEFAULT_GATEWAY_IMAGE, ComposeOptions, compose_bundle
+    from sparkstack.modelfacts.inspect import inspect_source
+    from sparkstack.planner.plan import build_plan
+    from sparkstack.settings import Settings
+
+    try:
+        stack, name = load_for_export(stack_file)
+        plan = build_plan(stack, inspect=partial(inspect_source, offline=True))
+        options = ComposeOptions(
+            stack_name=name, engine_port=engine_port,
+            gateway_image=gateway_image or DEFAULT_GATEWAY_IMAGE,
+            cuda=plan.machine.device == "cuda",
+        )  # fmt: skip
+        bundle = compose_bundle(stack, plan, Settings.from_env(), options)
+    except SparkstackError as exc:
+        fail(exc)
+        return
+    for relative, text in bundle.files.items():
+        emit(text, out_dir / relative)

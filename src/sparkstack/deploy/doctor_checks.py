@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sparkstack.containers.config import runtime_of
 from sparkstack.deploy.doctor import CheckResult, HostProbe, Status
 from sparkstack.deploy.tiktoken_files import encodings_dir, missing_encodings, needs_tiktoken
 from sparkstack.deploy.weights import is_repo_id, weights_present
@@ -19,7 +20,7 @@ from sparkstack.modelfacts.facts import LayerKind, ModelFacts
 from sparkstack.modelfacts.hub import hf_cache_dir
 from sparkstack.planner.machine import GIB, MachineProfile
 from sparkstack.planner.plan import StackPlan
-from sparkstack.stack.schema import Stack
+from sparkstack.stack.schema import ContainerCli, Runtime, Stack
 
 _CONTAINER_CLIS = ("podman", "docker")
 
@@ -81,8 +82,9 @@ def container_models(stack: Stack) -> list[str]:
     names = []
     for name, spec in stack.models.items():
         command = spec.command or []
-        runtime = getattr(spec, "runtime", None)
-        if runtime == "container" or (command and Path(command[0]).name in _CONTAINER_CLIS):
+        if runtime_of(stack, spec) is Runtime.CONTAINER or (
+            command and Path(command[0]).name in _CONTAINER_CLIS
+        ):
             names.append(name)
     return names
 
@@ -98,8 +100,9 @@ def check_containers(d: DoctorInput) -> CheckResult:
     name, models = "containers", container_models(d.stack)
     if not models:
         return CheckResult(name=name, status=Status.SKIP, message="no model runs in a container")
-    wanted = [str(getattr(d.stack.models[m], "container_cli", None) or "") for m in models]
-    candidates = [w for w in wanted if w] or list(_CONTAINER_CLIS)
+    chosen = {d.stack.models[m].container_cli or d.stack.container.cli for m in models}
+    wanted = [c.value for c in chosen if c is not ContainerCli.AUTO]
+    candidates = wanted or list(_CONTAINER_CLIS)
     found = next((c for c in candidates if d.host.which(c)), None)
     if found is None:
         return CheckResult(
