@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -99,8 +100,16 @@ def export_systemd(stack_file: Path | None, user: str | None, output: Path | Non
 )  # fmt: skip
 @click.option("--engine-port", default=8100, show_default=True, help="The first engine's port.")
 @click.option("--gateway-image", help="Image holding sparkstack for the gateway service.")
+@click.option(
+    "--gateway-command", default="sparkstack", show_default=True,
+    help="The sparkstack program inside the gateway image (e.g. '/venv/bin/python -m sparkstack').",
+)  # fmt: skip
 def export_compose(
-    stack_file: Path | None, out_dir: Path, engine_port: int, gateway_image: str | None
+    stack_file: Path | None,
+    out_dir: Path,
+    engine_port: int,
+    gateway_image: str | None,
+    gateway_command: str,
 ) -> None:
     """A compose project: the gateway and every engine in its container, the planned flags
     in each service's command, the HF cache mounted, secrets from .env, host network."""
@@ -117,7 +126,7 @@ def export_compose(
         options = ComposeOptions(
             stack_name=name, engine_port=engine_port,
             gateway_image=gateway_image or DEFAULT_GATEWAY_IMAGE,
-            cuda=plan.machine.device == "cuda",
+            cuda=plan.machine.device == "cuda", gateway_command=tuple(shlex.split(gateway_command)),
         )  # fmt: skip
         bundle = compose_bundle(stack, plan, Settings.from_env(), options)
     except SparkstackError as exc:

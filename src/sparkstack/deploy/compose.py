@@ -42,6 +42,8 @@ class ComposeOptions:
     engine_port: int = 8100
     """The first engine's port; the next engines take the ports after it."""
     gateway_image: str = DEFAULT_GATEWAY_IMAGE
+    gateway_command: tuple[str, ...] = ("sparkstack",)
+    """The sparkstack program inside the gateway image."""
     cuda: bool = True
     keys_dir: Path | None = None
 
@@ -151,8 +153,9 @@ def compose_bundle(
         "volumes": [
             f"./stack.compose.yaml:{STACK_IN_CONTAINER}:ro",
             f"{keys_dir}:{KEYS_IN_CONTAINER}:ro",
+            *stack.container.mounts,
         ],
-        "command": ["sparkstack", "up", STACK_IN_CONTAINER],
+        "command": [*options.gateway_command, "up", STACK_IN_CONTAINER],
         "depends_on": [n for n in services if n != "gateway"],
         "restart": "unless-stopped",
     }
