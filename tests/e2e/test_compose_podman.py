@@ -67,7 +67,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, st
         yield out, f"http://{gateway}"
     finally:
         logs = compose(out, conf, "logs")
-        print(logs.stdout[-3000:], logs.stderr[-2000:])
+        (folder / "compose.log").write_text(logs.stdout + logs.stderr)  # kept for a failure
         compose(out, conf, "down")
 
 
