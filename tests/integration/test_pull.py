@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,3 +199,44 @@ def test_up_without_weights_and_without_the_hub_fails_fast(tmp_path: Path) -> No
     assert f"the weights of m ({REPO_ID}) are not in the HF cache" in result.stderr
     assert f"`sparkstack pull {stack}`" in result.stderr
     assert not (tmp_path / "state" / "run.json").exists()  # nothing was started
+
+
+class EncodingsStandIn(QuietHandler):
+    """A mirror of OpenAI's encodings folder (contents made up; their hashes are
+    given to the test as tiktoken's pinned ones)."""
+
+    files = {"o200k_base.tiktoken": b"o200k " * 1000, "cl100k_base.tiktoken": b"cl100k " * 900}
+
+    def do_HEAD(self) -> None:
+        data = self.files.get(self.path.strip("/"))
+        self.send_response(200 if data else 404)
+        self.send_header("Content-Length", str(len(data or b"")))
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        data = self.files.get(self.path.strip("/"))
+        self.send_body(200 if data else 404, data or b"")
+
+
+def test_pull_tiktoken_into_the_hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sparkstack.deploy import pull as pull_module
+    from sparkstack.deploy.tiktoken_files import missing_encodings
+
+    pinned = {n: hashlib.sha256(d).hexdigest() for n, d in EncodingsStandIn.files.items()}
+    monkeypatch.setattr(pull_module, "ENCODINGS", pinned)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("TIKTOKEN_ENCODINGS_BASE", raising=False)
+    bars: list[tuple[str, int]] = []
+
+    def progress(label: str, total: int, initial: int) -> Callable[[int], None]:
+        bars.append((label, total))
+        return lambda n: None
+
+    with http_server(EncodingsStandIn) as port:
+        monkeypatch.setenv("SPARKSTACK_TIKTOKEN_URL", f"http://127.0.0.1:{port}")
+        folder = pull_module.pull_tiktoken(progress)
+    assert folder == tmp_path / "hf" / "tiktoken_encodings"
+    assert missing_encodings(folder) == []
+    assert sorted(bars) == sorted((n, len(d)) for n, d in EncodingsStandIn.files.items())
+    for name, data in EncodingsStandIn.files.items():
+        assert (folder / name).read_bytes() == data
