@@ -78,8 +78,7 @@ class UpProcess:
 
     def engine_pids(self) -> dict[str, int]:
         run = json.loads((self.state_dir / "run.json").read_text())
-        engines: dict[str, int] = run["engines"]
-        return engines
+        return {name: int(entry["pid"]) for name, entry in run["engines"].items()}
 
     def sparkstack(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

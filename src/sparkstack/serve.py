@@ -5,11 +5,12 @@ SIGINT/SIGTERM that leaves no engine process behind."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -21,10 +22,10 @@ from sparkstack.gateway.metrics import GatewayMetrics
 from sparkstack.planner.machine import probe
 from sparkstack.planner.plan import StackPlan
 from sparkstack.settings import Settings
+from sparkstack.shutdown import kill_leftovers
 from sparkstack.stack.schema import Stack
 from sparkstack.supervisor import ModelRuntime, Supervisor
-from sparkstack.supervisor.process import pid_alive
-from sparkstack.supervisor.run_file import RunFile
+from sparkstack.supervisor.run_file import ProcessIdentity, RunFile
 from sparkstack.supervisor.watchdog import MemoryWatchdog, sampler_for
 
 log = logging.getLogger("sparkstack")
@@ -56,30 +57,82 @@ async def start_gateway(app: web.Application, host: str, port: int) -> web.AppRu
     return runner
 
 
-async def serve(stack: Stack, settings: Settings, plan: StackPlan | None = None) -> None:
-    """Run the stack until SIGINT or SIGTERM."""
+def claim_run_file(settings: Settings) -> None:
+    """Refuse to start beside a running stack; clean up after a dead one (engines it
+    left are killed only when their start time and executable still match)."""
     existing = RunFile.read(settings.run_file)
-    if existing and pid_alive(existing.pid):
+    if existing is None:
+        return
+    if existing.up.process() is not None:
         raise SupervisorError(
             f"a stack is already running (pid {existing.pid}, {existing.gateway_url}); "
             "run `sparkstack down` first"
         )
+    for name in kill_leftovers(existing.engines):
+        log.warning("killed leftover processes of %s from a stack that died", name)
+    RunFile.remove(settings.run_file)
+
+
+class BackgroundTasks:
+    """The long-running tasks of `up`. The first one that fails stops the stack: it
+    is reported, and shutdown still stops every engine and removes the run file."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self.stop = stop
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.failure: str | None = None
+
+    def spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name=name)
+        self.tasks[name] = task
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and self.failure is None:
+            self.failure = f"{task.get_name()} failed: {exc!r}"
+            log.error("%s; stopping the stack", self.failure, exc_info=exc)
+            self.stop.set()
+
+    async def cancel_all(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+
+async def serve(stack: Stack, settings: Settings, plan: StackPlan | None = None) -> None:
+    """Run the stack until SIGINT or SIGTERM (or until a background task fails: then
+    SupervisorError, after the same full cleanup)."""
+    claim_run_file(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    try:
+        await _serve(stack, settings, plan, stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
-    keys = KeyIndex(KeyStore(settings.keys_file))
-    if not stack.gateway.is_loopback and not keys.enabled:
+
+async def _serve(
+    stack: Stack, settings: Settings, plan: StackPlan | None, stop: asyncio.Event
+) -> None:
+    keys = KeyIndex(KeyStore(settings.keys_file), required=not stack.gateway.is_loopback)
+    if keys.problem and not stack.gateway.is_loopback:
         raise SupervisorError(
-            f"gateway.listen {stack.gateway.listen} reaches beyond this machine, and no API "
-            "key exists: every model would be open to the network. Create one with "
+            f"gateway.listen {stack.gateway.listen} reaches beyond this machine, and "
+            f"{keys.problem}: every model would be open to the network. Create a key with "
             "`sparkstack keys create NAME` (or listen on 127.0.0.1)"
         )
     metrics = GatewayMetrics()
     host, port = stack.gateway.host, stack.gateway.port
     gateway_url = f"http://{host}:{port}"
-    run_file = RunFile(pid=os.getpid(), gateway_url=gateway_url)
+    me = ProcessIdentity.of(os.getpid())
+    assert me is not None
+    run_file = RunFile(up=me, gateway_url=gateway_url)
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
     async with aiohttp.ClientSession(
         connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
@@ -87,8 +140,13 @@ async def serve(stack: Stack, settings: Settings, plan: StackPlan | None = None)
 
         def record(runtime: ModelRuntime) -> None:
             metrics.event(runtime.name, runtime.state.value)
-            if runtime.pid is not None:
-                run_file.engines[runtime.name] = runtime.pid
+            known = run_file.engines.get(runtime.name)
+            if runtime.pid is None:
+                run_file.engines.pop(runtime.name, None)
+            elif known is None or known.pid != runtime.pid:
+                identity = ProcessIdentity.of(runtime.pid)
+                if identity is not None:
+                    run_file.engines[runtime.name] = identity
             run_file.write(settings.run_file)
 
         supervisor = Supervisor(
@@ -100,29 +158,44 @@ async def serve(stack: Stack, settings: Settings, plan: StackPlan | None = None)
             supervisor.control,
         )  # fmt: skip
         runner = await start_gateway(app, host, port)
-        run_file.write(settings.run_file)
-        log.info("gateway listening on %s (models: %s)", gateway_url, ", ".join(stack.models))
-        starting = asyncio.create_task(supervisor.start_all())
-        idle = asyncio.create_task(supervisor.idle_loop())
-        watchdog = MemoryWatchdog(
-            supervisor,
-            floor_bytes=int(stack.host_reserve_gib * 2**30),
-            sample=sampler_for(plan.machine_profile() if plan else probe()),
-            on_sample=lambda available, floor: metrics.host.update(
-                memory_available_bytes=available, memory_floor_bytes=floor
-            ),
-        )
-        guard = asyncio.create_task(watchdog.run())
+        background = BackgroundTasks(stop)
         try:
+            run_file.write(settings.run_file)
+            log.info("gateway listening on %s (models: %s)", gateway_url, ", ".join(stack.models))
+            watchdog = MemoryWatchdog(
+                supervisor,
+                floor_bytes=int(stack.host_reserve_gib * 2**30),
+                sample=sampler_for(plan.machine_profile() if plan else probe()),
+                on_sample=lambda available, floor: metrics.host.update(
+                    memory_available_bytes=available, memory_floor_bytes=floor
+                ),
+            )
+            background.spawn("start", supervisor.start_all())
+            background.spawn("idle loop", supervisor.idle_loop())
+            background.spawn("memory watchdog", watchdog.run())
             await stop.wait()
             log.info("shutting down")
         finally:
-            for task in (starting, idle, guard):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await runner.cleanup()
-            await supervisor.stop_all()
-            RunFile.remove(settings.run_file)
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+            await _shut_down(background, runner, supervisor, settings)
+        if background.failure:
+            raise SupervisorError(
+                f"the stack stopped because {background.failure}; every engine was stopped "
+                "(see the log above)"
+            )
+
+
+async def _shut_down(
+    background: BackgroundTasks, runner: web.AppRunner, supervisor: Supervisor, settings: Settings
+) -> None:
+    """Every step runs even when one before it fails; failures are reported."""
+    steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+        ("background tasks", background.cancel_all),
+        ("gateway", runner.cleanup),
+        ("engines", supervisor.stop_all),
+    ]
+    for what, step in steps:
+        try:
+            await step()
+        except Exception as exc:  # noqa: BLE001  (the next steps must still run)
+            log.error("shutdown: stopping the %s failed: %r", what, exc)
+    RunFile.remove(settings.run_file)

@@ -1,5 +1,7 @@
 """`sparkstack down`: ask the running `up` to stop, wait, and make sure no engine
-process group it started is left (SIGKILL for any that are)."""
+process group it started is left (SIGKILL for any that are). A pid is signalled
+only when its start time and executable still match the run file: after a crash
+the pid may belong to an unrelated process, which is left alone."""
 
 from __future__ import annotations
 
@@ -8,19 +10,37 @@ import signal
 import time
 from dataclasses import dataclass, field
 
+import psutil
+
 from sparkstack.containers.cleanup import remove_stack_containers
 from sparkstack.containers.launch import record_file, stack_id
 from sparkstack.settings import Settings
-from sparkstack.supervisor.process import group_alive, kill_group, pid_alive
-from sparkstack.supervisor.run_file import RunFile
+from sparkstack.supervisor.run_file import ProcessIdentity, RunFile
 
 
 @dataclass
 class DownReport:
     found: bool
     up_stopped: bool = False
+    stale_up: bool = False
+    """The recorded `up` pid is gone or now another process: it was not signalled."""
     killed_groups: list[str] = field(default_factory=list)
     removed_containers: list[str] = field(default_factory=list)
+
+
+def kill_leftovers(engines: dict[str, ProcessIdentity]) -> list[str]:
+    """SIGKILL every live member of the recorded engine groups; their model names."""
+    killed = []
+    for name, identity in engines.items():
+        members = identity.group()
+        for proc in members:
+            try:
+                proc.send_signal(signal.SIGKILL)
+            except psutil.Error:
+                continue
+        if members:
+            killed.append(name)
+    return killed
 
 
 def bring_down(settings: Settings, timeout: float = 60.0) -> DownReport:
@@ -29,17 +49,18 @@ def bring_down(settings: Settings, timeout: float = 60.0) -> DownReport:
         removed = remove_stack_containers(record_file(settings), stack_id(settings))
         return DownReport(found=bool(removed), removed_containers=removed)
     report = DownReport(found=True)
-    if pid_alive(run.pid):
-        os.kill(run.pid, signal.SIGTERM)
+    up = run.up.process()
+    if up is None:
+        report.stale_up = True
+    else:
+        os.kill(up.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while pid_alive(run.pid) and time.monotonic() < deadline:
+        while run.up.process() is not None and time.monotonic() < deadline:
             time.sleep(0.1)
-        report.up_stopped = not pid_alive(run.pid)
+        report.up_stopped = run.up.process() is None
         if not report.up_stopped:
-            os.kill(run.pid, signal.SIGKILL)
-    for name, pgid in run.engines.items():
-        if group_alive(pgid) and kill_group(pgid, signal.SIGKILL):
-            report.killed_groups.append(name)
+            os.kill(up.pid, signal.SIGKILL)
+    report.killed_groups = kill_leftovers(run.engines)
     report.removed_containers = remove_stack_containers(record_file(settings), stack_id(settings))
     RunFile.remove(settings.run_file)
     return report

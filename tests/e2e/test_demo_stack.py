@@ -78,7 +78,11 @@ def test_unknown_model_through_openai_client(client: openai.OpenAI) -> None:
 
 def test_health_and_status(demo_up: UpProcess) -> None:
     health = get_json(demo_up.url + "/health")
-    assert health == {"status": "ok", "models": {"smol": "ready", "minilm": "ready"}}
+    assert health == {
+        "status": "ok",
+        "models": {"smol": "ready", "minilm": "ready"},
+        "keys": "open",
+    }
     result = demo_up.sparkstack("status", "--json")
     assert result.returncode == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)["models"]}

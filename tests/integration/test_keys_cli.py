@@ -53,7 +53,7 @@ def test_listening_beyond_loopback_needs_a_key(env: dict[str, str], tmp_path: Pa
     stack.write_text("models:\n  remote: {engine: external, url: 'http://127.0.0.1:9'}\n")
     refused = run(env, "up", str(stack), "--listen", f"0.0.0.0:{free_port()}")
     assert refused.returncode == 1
-    assert "no API key exists" in refused.stderr
+    assert "is missing" in refused.stderr and "open to the network" in refused.stderr
     assert "sparkstack keys create NAME" in refused.stderr
 
 

@@ -64,7 +64,6 @@ def up(stack_file: Path | None, listen: str | None, dry_run: bool) -> None:
 
     try:
         stack = _load(stack_file, listen)
-        require_weights(stack, stack_file)
         plan = build_plan(stack)
         if not plan.fits:
             click.echo(render_plan(plan), err=True)
@@ -76,6 +75,7 @@ def up(stack_file: Path | None, listen: str | None, dry_run: bool) -> None:
         if dry_run:
             click.echo(render_dry_run(stack, plan, settings, cuda))
             return
+        require_weights(stack, stack_file)
         check_containers(stack, settings, cuda)
         for model in plan.models:
             for warning in model.warnings:
@@ -146,6 +146,9 @@ def down(timeout: float) -> None:
     if not report.found:
         click.echo("no stack is running")
         return
+    if report.stale_up:
+        click.echo("the recorded `sparkstack up` is not running any more (its pid is gone or "
+                   "belongs to another process now, which was left alone)")  # fmt: skip
     for name in report.killed_groups:
         click.echo(f"killed leftover processes of {name}")
     for container in report.removed_containers:

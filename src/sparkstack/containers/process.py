@@ -81,6 +81,7 @@ class ContainerProcess:
         self._returncode: int | None = None
         self._created = False
         self._exited: asyncio.Task[int] | None = None
+        self._killing: asyncio.Task[tuple[int, str]] | None = None
         self._logs: asyncio.subprocess.Process | None = None
 
     @property
@@ -212,6 +213,13 @@ class ContainerProcess:
         if self._exited is None:
             raise SupervisorError(f"{self.name}: wait() before start()")
         return await asyncio.shield(self._exited)
+
+    def kill(self) -> None:
+        """Kill the container now (a hung engine): ``CLI kill`` runs in the background
+        and ``_watch_exit`` sees the exit."""
+        if self._created and self._exited is not None and not self._exited.done():
+            loop = asyncio.get_running_loop()
+            self._killing = loop.create_task(self._cli("kill", self.config.name))
 
     async def _remove(self) -> None:
         await self._cli("rm", "-f", self.config.name)

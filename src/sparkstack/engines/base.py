@@ -23,6 +23,18 @@ from sparkstack.settings import Settings
 from sparkstack.stack.schema import ModelSpec
 from sparkstack.stack.sources import resolve_model_source
 
+GUARD_DIR = Path(__file__).parent / "guard"
+"""Holds ``sparkstack_engine_guard.py``, put on the engine's PYTHONPATH (see there)."""
+GUARD_MODULE = "sparkstack_engine_guard"
+ENGINE_KEY_ENV = "SPARKSTACK_ENGINE_KEY"
+"""The guard reads the engine's key from here; the supervisor sets it per engine."""
+
+
+def guard_env() -> dict[str, str]:
+    """PYTHONPATH for an engine whose Python loads the guard."""
+    inherited = os.environ.get("PYTHONPATH")
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(GUARD_DIR), inherited]))}
+
 
 @dataclass(frozen=True)
 class LaunchSpec:
@@ -36,6 +48,9 @@ class LaunchSpec:
     files: dict[str, str] = field(default_factory=dict)
     """Files the engine reads (path -> text), written just before it starts (and only
     printed by ``up --dry-run``)."""
+    live_path: str | None = None
+    """Path probed for liveness once ready (default ``ready_path``); it must answer
+    while the engine is busy generating."""
 
 
 @dataclass
@@ -76,6 +91,9 @@ class EngineAdapter(ABC):
         "/v1/embeddings": "/v1/embeddings",
     }
     """Gateway route -> the engine's path; a route missing here is a 404."""
+    query_params: ClassVar[frozenset[str]] = frozenset()
+    """Query parameters the engine takes on the forwarded routes; the gateway re-encodes
+    these from the client's and drops every other (the OpenAI routes take none)."""
     supports_sleep: ClassVar[bool] = False
     """The engine can put a loaded model to sleep and wake it without a restart."""
     default_image: ClassVar[str | None] = None
@@ -199,17 +217,21 @@ def finish_launch(
     ready_path: str,
     extra_args: list[str] | None = None,
     files: dict[str, str] | None = None,
+    live_path: str | None = None,
 ) -> LaunchSpec:
     """argv = head + the plan's flags + ``extra_args`` + the catalog recipe's flags
     (those the stack's ``args`` do not set) + the stack's ``args`` (last, so they win);
-    env = offline for local models + the plan's env + the recipe's + the stack's env."""
+    env = offline for local models + the guard's PYTHONPATH when sparkstack runs the
+    engine's Python + the plan's env + the recipe's + the stack's env."""
     args, env = planned_parts(planned)
     recipe = applied_recipe(spec)
+    guard = guard_env() if spec.command is None else {}
     return LaunchSpec(
         argv=[*head, *args, *(extra_args or []), *recipe.args, *spec.args],
-        env={**local_source_env(source), **env, **recipe.env, **spec.env},
+        env={**local_source_env(source), **guard, **env, **recipe.env, **spec.env},
         ready_path=ready_path,
         files=dict(files or {}),
+        live_path=live_path,
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 
 from sparkstack.engines.base import (
+    GUARD_MODULE,
     EngineAdapter,
     LaunchSpec,
     MemoryEstimate,
@@ -61,6 +62,9 @@ class LlamaCppEngine(EngineAdapter):
             module="llama_cpp.server",
             install_hint="run scripts/install.sh (builds llama-cpp-python[server])",
         )
+        if spec.command is None:
+            # llama-cpp-python has no middleware hook: the guard wraps its uvicorn.run.
+            command = [*command[:-1], GUARD_MODULE, command[-1]]
         threads = str(os.cpu_count() or 1)
         fallback = [] if planned else ["--n_ctx", str(spec.context or DEFAULT_CONTEXT)]
         head = [
@@ -75,7 +79,10 @@ class LlamaCppEngine(EngineAdapter):
             # arrives: behind a shared gateway, requests must queue instead.
             "--interrupt_requests", "False",
         ]  # fmt: skip
-        return finish_launch(spec, source, head, planned, "/v1/models", fallback)
+        # /v1/models waits for the model lock while a stream is generated; the
+        # OpenAPI document is served by the server's loop alone: a liveness signal.
+        return finish_launch(spec, source, head, planned, "/v1/models", fallback,
+                             live_path="/openapi.json")  # fmt: skip
 
     def memory(
         self, facts: ModelFacts, spec: ModelSpec, machine: MachineProfile, free_at_start: int

@@ -10,6 +10,7 @@ import math
 import aiohttp
 
 from sparkstack.engines.base import (
+    GUARD_MODULE,
     EngineAdapter,
     LaunchSpec,
     MemoryEstimate,
@@ -73,6 +74,9 @@ class VllmEngine(EngineAdapter):
             "--host", "127.0.0.1",
             "--port", str(port),
         ]  # fmt: skip
+        if spec.command is None:
+            # vLLM's own key covers only /v1...; the guard covers every path.
+            head += ["--middleware", f"{GUARD_MODULE}.RequireKey"]
         return finish_launch(spec, source, head, planned, "/health")
 
     supports_sleep = True

@@ -13,10 +13,11 @@ from aiohttp.typedefs import Handler
 
 from sparkstack.errors import GatewayError, SparkstackError
 from sparkstack.gateway.keys import KeyIndex
-from sparkstack.gateway.limits import Limiter
+from sparkstack.gateway.limits import Limiter, model_limits
 from sparkstack.gateway.metrics import GatewayMetrics, relabel
 from sparkstack.gateway.openai_errors import error_response
 from sparkstack.gateway.proxy import Authorizer, Forwarder, Waker
+from sparkstack.gateway.request_target import check_target
 from sparkstack.gateway.routing import Router
 from sparkstack.gateway.status import model_status, models_list
 from sparkstack.stack.schema import GatewaySpec, Policy
@@ -47,6 +48,10 @@ def openai_errors(handler: Handler) -> Handler:
 
 
 async def not_found(request: web.Request) -> web.StreamResponse:
+    try:
+        check_target(request.raw_path)  # a smuggling attempt is a 400, not a 404
+    except GatewayError as exc:
+        return error_response(exc)
     return error_response(
         GatewayError(
             f"Not Found: {request.method} {request.path}. The gateway serves "
@@ -87,6 +92,30 @@ async def engine_metrics(
     return lines
 
 
+def health_handler(
+    models: dict[str, ModelRuntime], keys: KeyIndex | None
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """``GET /health``, no key needed: "ok" when every always-on model is ready and
+    the key file (when keys are required) is valid; each model's state."""
+
+    async def health(request: web.Request) -> web.Response:
+        states = {name: rt.state.value for name, rt in models.items()}
+        ready = all(
+            rt.state is ModelState.READY
+            for rt in models.values()
+            if rt.spec.policy is Policy.ALWAYS_ON
+        )
+        body: dict[str, object] = {"status": "ok" if ready else "degraded", "models": states}
+        if keys is not None:
+            keys.refresh()
+            body["keys"] = keys.problem or ("required" if keys.enabled else "open")
+            if keys.problem:
+                body["status"] = "degraded"
+        return web.json_response(body)
+
+    return health
+
+
 def build_app(
     models: dict[str, ModelRuntime],
     session: aiohttp.ClientSession,
@@ -101,9 +130,9 @@ def build_app(
     max_body = int(spec.max_body_mib * 2**20)
     router = Router(models)
     auth = Authorizer(keys)
-    forwarder = Forwarder(
-        router, session, auth, Limiter(max_inflight=spec.max_inflight), metrics, spec, waker
-    )
+    limits = model_limits(spec.max_inflight, {n: rt.spec.max_inflight for n, rt in models.items()})
+    limiter = Limiter(max_inflight=spec.max_inflight, per_model=limits)
+    forwarder = Forwarder(router, session, auth, limiter, metrics, spec, waker)
     app = web.Application(client_max_size=max_body)
     app[METRICS_KEY] = metrics
 
@@ -122,15 +151,6 @@ def build_app(
             ]  # fmt: skip
         return web.json_response({"object": "list", "data": entries})
 
-    async def health(request: web.Request) -> web.Response:
-        states = {name: rt.state.value for name, rt in models.items()}
-        ready = all(
-            rt.state is ModelState.READY
-            for rt in models.values()
-            if rt.spec.policy is Policy.ALWAYS_ON
-        )
-        return web.json_response({"status": "ok" if ready else "degraded", "models": states})
-
     async def admin_status(request: web.Request) -> web.Response:
         auth.check(request, admin=True)
         rows = await asyncio.to_thread(lambda: [model_status(rt) for rt in models.values()])
@@ -143,7 +163,7 @@ def build_app(
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     app.router.add_get("/v1/models", openai_errors(list_models))
-    app.router.add_get("/health", health)
+    app.router.add_get("/health", health_handler(models, keys))
     app.router.add_get("/admin/status", openai_errors(admin_status))
     if admin is not None:
         control = admin
@@ -170,5 +190,5 @@ def build_app(
     app.router.add_get("/metrics", openai_errors(prometheus))
     for path in FORWARDED_ROUTES:
         app.router.add_post(path, forwarder.handle)
-    app.router.add_route("*", "/{tail:.*}", not_found)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", not_found)  # "." skips newlines
     return app

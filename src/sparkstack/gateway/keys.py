@@ -10,6 +10,7 @@ effect within a second without a restart.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import secrets
 import time
@@ -20,6 +21,7 @@ from pydantic import BaseModel, Field
 from sparkstack.errors import SparkstackError
 
 PREFIX = "sk-ss-"
+log = logging.getLogger("sparkstack.gateway")
 
 
 class KeyRecord(BaseModel):
@@ -104,19 +106,36 @@ class KeyStore:
 
 
 class KeyIndex:
-    """The gateway's view of the key file: hash -> record, refreshed on change."""
+    """The gateway's view of the key file: hash -> record, refreshed on change.
 
-    def __init__(self, store: KeyStore, check_interval: float = 1.0) -> None:
+    Fails closed: once the gateway needs keys (it started with keys, or listens
+    beyond loopback: ``required``), a key file that disappears, is emptied or is
+    damaged refuses every request (``problem`` says why) until a valid file is back.
+    """
+
+    def __init__(
+        self, store: KeyStore, check_interval: float = 1.0, required: bool = False
+    ) -> None:
         self.store = store
         self.check_interval = check_interval
         self._by_hash: dict[str, KeyRecord] = {}
-        self._mtime: float | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._checked = 0.0
+        self.problem: str | None = None
+        """Why no key is accepted now (key file missing, empty or damaged), or None."""
+        self.required = required
         self.refresh(force=True)
+        self.required = required or self.active
+
+    @property
+    def active(self) -> bool:
+        """True while the key file holds at least one key."""
+        return bool(self._by_hash)
 
     @property
     def enabled(self) -> bool:
-        return bool(self._by_hash)
+        """True when requests must carry a key."""
+        return self.required or self.active
 
     def refresh(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -124,13 +143,43 @@ class KeyIndex:
             return
         self._checked = now
         try:
-            mtime = self.store.path.stat().st_mtime
+            stat = self.store.path.stat()
+            stamp: tuple[int, int, int] | None = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         except FileNotFoundError:
-            mtime = None
-        if mtime == self._mtime and not force:
+            stamp = None
+        except OSError as exc:
+            self._fail(f"the key file {self.store.path} cannot be read ({exc})")
             return
-        self._mtime = mtime
-        self._by_hash = {record.hash: record for record in self.store.load().keys}
+        if stamp == self._stamp and not force:
+            return
+        self._stamp = stamp
+        try:
+            records = [] if stamp is None else self.store.load().keys
+        except SparkstackError as exc:
+            log.error("%s", exc)
+            self._fail(f"the key file {self.store.path} is damaged")
+            return
+        self._by_hash = {record.hash: record for record in records}
+        if stamp is None:
+            self._set_problem(f"the key file {self.store.path} is missing")
+        elif not records:
+            self._set_problem(f"the key file {self.store.path} holds no keys")
+        else:
+            self._set_problem(None)
+
+    def _fail(self, problem: str) -> None:
+        self._by_hash = {}
+        self._set_problem(problem)
+
+    def _set_problem(self, problem: str | None) -> None:
+        problem = problem if self.required else None
+        if problem != self.problem:
+            if problem:
+                log.error("refusing every request: %s; restore it (`sparkstack keys create`)",
+                          problem)  # fmt: skip
+            else:
+                log.warning("the key file is valid again: requests are accepted")
+        self.problem = problem
 
     def lookup(self, key: str) -> KeyRecord | None:
         self.refresh()

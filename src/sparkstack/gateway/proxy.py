@@ -31,9 +31,11 @@ from sparkstack.gateway.openai_errors import (
     too_large,
     upstream_error,
 )
+from sparkstack.gateway.request_target import check_target, upstream_target
 from sparkstack.gateway.routing import Router
 from sparkstack.gateway.stream_usage import UsageCounter, wants_stream_usage
 from sparkstack.gateway.upstream import (
+    UnsafeRequestError,
     UpstreamBrokenError,
     UpstreamConnectError,
     UpstreamPool,
@@ -82,14 +84,24 @@ def _auth_error(message: str, code: str) -> GatewayError:
 
 
 class Authorizer:
-    """Bearer keys; with no key file entries (and loopback only) the gateway is open."""
+    """Bearer keys; with no key file entries (and loopback only) the gateway is open.
+    Once keys are required, a missing, empty or damaged key file refuses everything."""
 
     def __init__(self, keys: KeyIndex | None) -> None:
         self.keys = keys
 
     def check(self, request: web.Request, admin: bool = False) -> KeyRecord | None:
-        if self.keys is None or not self.keys.enabled:
+        if self.keys is None:
             return None
+        self.keys.refresh()
+        if not self.keys.enabled:
+            return None
+        if self.keys.problem:
+            raise _auth_error(
+                f"The gateway accepts no key now: {self.keys.problem}. Restore the key file "
+                "or create a key with `sparkstack keys create NAME`.",
+                "key_file_unavailable",
+            )
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer ") or len(header) <= 7:
             raise _auth_error(
@@ -145,6 +157,8 @@ class Forwarder:
             return error_response(too_large(self.max_body))
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.raw_path != request.path:
+            check_target(request.raw_path)  # encoded bytes or a query: look closer
         key = self.auth.check(request)
         body = await request.read()
         payload, model = parse_model(body)
@@ -165,11 +179,13 @@ class Forwarder:
         if model != runtime.upstream_model:
             payload["model"] = runtime.upstream_model
             body = json.dumps(payload).encode()
-        self.limiter.admit(key)
         name = runtime.name
+        self.limiter.admit(key, name)
         metrics = self.metrics
         metrics.inflight[name] += 1
         metrics.bytes_in[name] += len(body)
+        if runtime.inflight == 0:
+            runtime.busy_since = time.monotonic()
         runtime.inflight += 1
         started = time.perf_counter()
         status = 499
@@ -189,7 +205,7 @@ class Forwarder:
             metrics.error(name, "client_disconnect")
             raise
         finally:
-            self.limiter.release(key)
+            self.limiter.release(key, name)
             metrics.inflight[name] -= 1
             runtime.inflight -= 1
             runtime.last_used = time.monotonic()
@@ -283,7 +299,8 @@ class Forwarder:
             )
             counter = UsageCounter(prompt_tokens)
         if request.query_string:
-            path = f"{path}?{request.query_string}"
+            allowed = runtime.adapter.query_params
+            path = upstream_target(path, request.query.items(), allowed)
         upstream: UpstreamResponse | AiohttpResponse
         try:
             if runtime.base_url.startswith("http://"):
@@ -292,6 +309,8 @@ class Forwarder:
                 upstream = await aiohttp_post(
                     self.session, runtime.base_url + path, body, headers, self.timeout
                 )
+        except UnsafeRequestError as exc:
+            raise bad_request(f"The request cannot be sent to the engine safely: {exc}.") from exc
         except (UpstreamConnectError, UpstreamBrokenError) as exc:
             self.metrics.error(runtime.name, "upstream_unreachable")
             raise upstream_error(
@@ -303,6 +322,7 @@ class Forwarder:
             raise upstream_error(
                 f"The engine of model {runtime.name!r} did not answer in time.", status=504
             ) from exc
+        runtime.last_byte = time.monotonic()
         try:
             content_type = upstream.content_type
             if content_type.startswith("text/event-stream") or prepared is not None:
@@ -355,6 +375,7 @@ class Forwarder:
         sent = 0
         try:
             async for chunk in upstream.iter_chunks():
+                runtime.last_byte = time.monotonic()
                 if not sent:
                     self.metrics.ttft[runtime.name].observe(time.perf_counter() - started)
                 await response.write(counter.feed(chunk) if counter else chunk)

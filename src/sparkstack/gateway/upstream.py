@@ -11,6 +11,7 @@ A response not read to its end closes its connection, so a cancelled request
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -25,6 +26,30 @@ class UpstreamConnectError(ConnectionError):
 
 class UpstreamBrokenError(ConnectionError):
     """The engine closed the connection in the middle of a response."""
+
+
+class UnsafeRequestError(ValueError):
+    """A request line or header that would break HTTP framing (CR, LF, NUL, other
+    control bytes, or a space in the target): never written to an engine."""
+
+
+_UNSAFE_TARGET = re.compile(r"[\x00-\x20\x7f-\xff]")
+_UNSAFE_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def request_head(host: str, port: int, target: str, length: int, headers: dict[str, str]) -> bytes:
+    """The request line and headers of a POST, refusing anything that could smuggle a
+    second request onto the connection (RFC 9112 §3 and §5)."""
+    if not target.startswith("/") or _UNSAFE_TARGET.search(target):
+        raise UnsafeRequestError(f"unsafe request target {target!r}")
+    for name, value in headers.items():
+        if not _TOKEN.match(name) or _UNSAFE_HEADER.search(value):
+            raise UnsafeRequestError(f"unsafe header {name!r}")
+    head = [f"POST {target} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {length}\r\n"]
+    head += [f"{name}: {value}\r\n" for name, value in headers.items()]
+    head.append("\r\n")
+    return "".join(head).encode("latin-1")
 
 
 class ChunkedDecoder:
@@ -145,16 +170,19 @@ class UpstreamPool:
         self.read_timeout = read_timeout
         self.max_idle = max_idle
         self._idle: dict[tuple[str, int], list[_Conn]] = {}
-        self._targets: dict[str, tuple[str, int]] = {}
+        self._targets: dict[str, tuple[tuple[str, int], str]] = {}
 
-    def target(self, base_url: str) -> tuple[str, int]:
-        key = self._targets.get(base_url)
-        if key is None:
+    def target(self, base_url: str) -> tuple[tuple[str, int], str]:
+        """(host, port) and the path prefix of ``base_url`` (e.g. ``/proxy`` for an
+        external upstream at ``http://host/proxy/v1``)."""
+        found = self._targets.get(base_url)
+        if found is None:
             parts = urlsplit(base_url)
             if parts.scheme != "http":
                 raise UpstreamConnectError(f"{base_url}: only http:// upstreams use the fast path")
-            key = self._targets[base_url] = (parts.hostname or "127.0.0.1", parts.port or 80)
-        return key
+            key = (parts.hostname or "127.0.0.1", parts.port or 80)
+            found = self._targets[base_url] = (key, parts.path.rstrip("/"))
+        return found
 
     async def close(self) -> None:
         """Close every idle connection (on gateway shutdown)."""
@@ -186,11 +214,8 @@ class UpstreamPool:
     async def post(
         self, base_url: str, path: str, body: bytes, headers: dict[str, str]
     ) -> UpstreamResponse:
-        key = self.target(base_url)
-        head = [f"POST {path} HTTP/1.1\r\nHost: {key[0]}:{key[1]}\r\n"
-                f"Content-Length: {len(body)}\r\n"]  # fmt: skip
-        head += [f"{name}: {value}\r\n" for name, value in headers.items()]
-        request = "".join(head).encode("latin-1") + b"\r\n" + body
+        key, prefix = self.target(base_url)
+        request = request_head(key[0], key[1], prefix + path, len(body), headers) + body
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()

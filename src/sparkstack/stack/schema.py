@@ -239,11 +239,36 @@ class ModelSpec(_Strict):
         default=None,
         description="Name of the environment variable holding the upstream's API key.",
     )
+    max_inflight: int | None = Field(
+        default=None,
+        gt=0,
+        description="Requests in flight for this model before 503 (default: an equal share "
+        "of gateway.max_inflight), so one slow or hung model cannot starve the others.",
+    )
+    liveness_interval: Seconds = Field(
+        default=10.0, description="Seconds between liveness probes of a ready engine (0: off)."
+    )
+    liveness_timeout: Seconds = Field(
+        default=10.0, description="A liveness probe unanswered this long counts as failed."
+    )
+    liveness_failures: int = Field(
+        default=3, gt=0, description="Failed liveness probes in a row that mark the engine hung."
+    )
+    stall_timeout: Seconds = Field(
+        default=600.0,
+        description="Requests in flight but no byte from the engine for this long: hung (0: off).",
+    )
     startup_timeout: Seconds = Field(default=900.0, description="Seconds to become ready.")
     stop_timeout: Seconds = Field(default=10.0, description="Seconds between SIGTERM and SIGKILL.")
 
     _parse_durations = field_validator(
-        "idle_timeout", "startup_timeout", "stop_timeout", mode="before"
+        "idle_timeout",
+        "startup_timeout",
+        "stop_timeout",
+        "liveness_interval",
+        "liveness_timeout",
+        "stall_timeout",
+        mode="before",
     )(lambda cls, v: parse_duration(v))
 
     @field_validator("kv_cache_dtype")

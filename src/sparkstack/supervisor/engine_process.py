@@ -33,6 +33,8 @@ class EngineProcess(Protocol):
 
     async def stop(self, grace: float) -> str: ...
 
+    def kill(self) -> None: ...
+
 
 def engine_process(
     stack: Stack,

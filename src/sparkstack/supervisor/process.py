@@ -83,7 +83,13 @@ class ManagedProcess:
         return self._proc.returncode if self._proc else None
 
     async def start(self) -> None:
-        log = _open_log(self.log_path)
+        try:
+            log = _open_log(self.log_path)
+        except OSError as exc:
+            raise SupervisorError(
+                f"{self.name}: cannot open the log file {self.log_path}: {exc.strerror}; "
+                "check SPARKSTACK_STATE_DIR"
+            ) from exc
         log.write(f"\n=== sparkstack starts {self.name}: {' '.join(self.argv)}\n".encode())
         try:
             self._proc = await asyncio.create_subprocess_exec(
@@ -106,6 +112,11 @@ class ManagedProcess:
         if self._proc is None:
             raise SupervisorError(f"{self.name}: wait() before start()")
         return await self._proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the whole group now (a hung or stopped engine handles no SIGTERM)."""
+        if self._proc is not None and self._proc.returncode is None:
+            kill_group(self._proc.pid, signal.SIGKILL)
 
     async def stop(self, grace: float) -> str:
         """Stop the whole group; returns how it ended, e.g. 'killed by SIGKILL after 10s'."""

@@ -1,5 +1,11 @@
-"""The run file of a running `sparkstack up`: its pid, its gateway and the
-engine process groups, so `status` and `down` can find them from another shell."""
+"""The run file of a running `sparkstack up`: who `up` is, its gateway, and the
+engine process groups, so `status` and `down` can find them from another shell.
+
+Every process is recorded with its start time and executable, not only its pid:
+after a crash a pid may be reused by an unrelated process, which `down` and `up`
+must never signal. (The executable rather than the full argv: engines rename
+their own process titles, vLLM's to ``VLLM::APIServer``.)
+"""
 
 from __future__ import annotations
 
@@ -9,15 +15,83 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import psutil
+
 from sparkstack.errors import SupervisorError
+
+_START_TOLERANCE = 0.05
+"""Seconds: create times are read from /proc at clock-tick resolution."""
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    pid: int
+    started: float
+    """psutil create_time (seconds since the epoch)."""
+    exe: str
+    cmdline: list[str] = field(default_factory=list)
+    """For the reader; not compared."""
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessIdentity | None:
+        """The identity of a live process, or None if it is gone."""
+        try:
+            proc = psutil.Process(pid)
+            with proc.oneshot():
+                return cls(pid, proc.create_time(), _exe(proc), proc.cmdline())
+        except psutil.Error:
+            return None
+
+    def process(self) -> psutil.Process | None:
+        """The live process this identity names, or None when the pid is gone or now
+        belongs to another process (a different start time or executable)."""
+        try:
+            proc = psutil.Process(self.pid)
+            with proc.oneshot():
+                same = abs(proc.create_time() - self.started) <= _START_TOLERANCE
+                same = same and _exe(proc) == self.exe
+                alive = proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return None
+        return proc if same and alive else None
+
+    def group(self) -> list[psutil.Process]:
+        """Live members of the process group this process leads (engines run in their
+        own session). Without the leader, members born after it still count: a pgid
+        cannot be handed to a new group while any member lives."""
+        leader = self.process()
+        members: list[psutil.Process] = []
+        for proc in psutil.process_iter(["pid", "create_time", "status"]):
+            try:
+                if os.getpgid(proc.pid) != self.pid or proc.info["status"] == "zombie":
+                    continue
+            except (ProcessLookupError, psutil.Error):
+                continue
+            if proc.pid == self.pid:
+                if leader is not None:
+                    members.append(proc)
+            elif proc.info["create_time"] + _START_TOLERANCE >= self.started:
+                members.append(proc)
+        return members
+
+
+def _exe(proc: psutil.Process) -> str:
+    try:
+        return proc.exe()
+    except psutil.AccessDenied:
+        return ""
 
 
 @dataclass
 class RunFile:
-    pid: int
+    up: ProcessIdentity
     gateway_url: str
-    engines: dict[str, int] = field(default_factory=dict)
-    """Engine process-group ids by model name."""
+    engines: dict[str, ProcessIdentity] = field(default_factory=dict)
+    """Engine process-group leaders by model name."""
+
+    @property
+    def pid(self) -> int:
+        return self.up.pid
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,9 +104,9 @@ class RunFile:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             return cls(
-                pid=int(data["pid"]),
+                up=_identity(data["up"]),
                 gateway_url=str(data["gateway_url"]),
-                engines={str(k): int(v) for k, v in data.get("engines", {}).items()},
+                engines={str(k): _identity(v) for k, v in data.get("engines", {}).items()},
             )
         except FileNotFoundError:
             return None
@@ -45,3 +119,13 @@ class RunFile:
     def remove(path: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _identity(data: dict[str, object]) -> ProcessIdentity:
+    cmdline = data.get("cmdline", [])
+    return ProcessIdentity(
+        pid=int(str(data["pid"])),
+        started=float(str(data["started"])),
+        exe=str(data["exe"]),
+        cmdline=[str(arg) for arg in cmdline] if isinstance(cmdline, list) else [],
+    )

@@ -42,6 +42,12 @@ class ModelRuntime:
     sleep_level: int | None = None
     abort_reason: str | None = None
     """Set when the supervisor kills a start on purpose (e.g. "memory spike")."""
+    last_byte: float = 0.0
+    """time.monotonic() of the last byte the gateway relayed from this engine."""
+    busy_since: float = 0.0
+    """time.monotonic() when the in-flight count last rose from zero."""
+    hung_reason: str | None = None
+    """Set when the liveness check found the engine hung and killed it."""
     decode_ceiling_tok_s: float | None = None
     """The planner's single-stream decode ceiling (memory bandwidth / bytes per token)."""
     image: str | None = None

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import aiohttp
 
 from sparkstack.containers.launch import engine_image, engine_launch
-from sparkstack.engines.base import MemoryEstimate
+from sparkstack.engines.base import ENGINE_KEY_ENV, MemoryEstimate
 from sparkstack.engines.registry import get_engine
 from sparkstack.errors import SparkstackError, SupervisorError
 from sparkstack.planner.plan import StackPlan
@@ -20,6 +20,7 @@ from sparkstack.settings import Settings
 from sparkstack.stack.schema import Policy, Stack
 from sparkstack.supervisor.engine_process import EngineProcess, engine_process
 from sparkstack.supervisor.footprints import append_footprint, measure, warm_up
+from sparkstack.supervisor.liveness import watch_liveness
 from sparkstack.supervisor.ports import free_port
 from sparkstack.supervisor.process import describe_exit
 from sparkstack.supervisor.readiness import wait_ready
@@ -62,6 +63,7 @@ class Supervisor:
             if planned is not None:
                 runtime.decode_ceiling_tok_s = planned.decode_ceiling_tok_s
         self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._liveness: dict[str, asyncio.Task[None]] = {}
         self._waking: dict[str, asyncio.Task[ModelRuntime]] = {}
         self._closing = False
         self.admitting: str | None = None
@@ -111,11 +113,13 @@ class Supervisor:
             if runtime.adapter.internal_key_env:
                 runtime.api_key = secrets.token_urlsafe(24)
                 env[runtime.adapter.internal_key_env] = runtime.api_key
+                env[ENGINE_KEY_ENV] = runtime.api_key
                 probe_headers["Authorization"] = f"Bearer {runtime.api_key}"
             cuda = self.plan is not None and self.plan.machine.device == "cuda"
             process = engine_process(self.stack, runtime.spec, runtime.adapter, launch, env, port,
                                      self.settings, cuda)  # fmt: skip
             runtime.port, runtime.process = port, process
+            runtime.hung_reason = None
             runtime.base_url = runtime.adapter.base_url(runtime.spec, port)
             self._set(runtime, ModelState.STARTING)
             log.info(
@@ -127,6 +131,8 @@ class Supervisor:
             )
             try:
                 await process.start()
+                if self.on_change:
+                    self.on_change(runtime)  # the run file learns the pid before ready
                 runtime.ready_seconds = await wait_ready(
                     self.session,
                     runtime.base_url + launch.ready_path,
@@ -154,7 +160,25 @@ class Supervisor:
             self._background.add(footprint)
             footprint.add_done_callback(self._background.discard)
             self._watchers[name] = asyncio.create_task(self._watch(runtime, process))
+            live_url = runtime.base_url + (launch.live_path or launch.ready_path)
+
+            async def report_hung(reason: str) -> None:
+                self._kill_hung(runtime, process, reason)
+
+            self._liveness[name] = asyncio.create_task(
+                watch_liveness(runtime, self.session, live_url, probe_headers, report_hung)
+            )
             return runtime
+
+    def _kill_hung(self, runtime: ModelRuntime, process: EngineProcess, reason: str) -> None:
+        """The process lives but the engine does not serve: kill it; ``_watch`` then
+        handles the exit as a crash (failed, restarted per policy)."""
+        if runtime.process is not process:
+            return
+        log.error("%s: %s; killing it", runtime.name, reason)
+        runtime.hung_reason = reason
+        self._set_event(runtime, "hung")
+        process.kill()
 
     async def _record_footprint(self, runtime: ModelRuntime, warmup: float | None) -> None:
         planned = self.plan.model(runtime.name) if self.plan else None
@@ -336,7 +360,12 @@ class Supervisor:
         returncode = await process.wait()
         if runtime.process is not process or runtime.state is not ModelState.READY:
             return
-        message = f"engine {describe_exit(returncode)}; see {process.log_path}"
+        how = (
+            f"was {runtime.hung_reason} (killed)"
+            if runtime.hung_reason
+            else describe_exit(returncode)
+        )
+        message = f"engine {how}; see {process.log_path}"
         log.error("%s: %s", runtime.name, message)
         runtime.process = None
         self._set(runtime, ModelState.FAILED, message)
@@ -365,9 +394,10 @@ class Supervisor:
         process = runtime.process
         if process is None or not runtime.adapter.managed:
             return "not running"
-        watcher = self._watchers.pop(name, None)
-        if watcher:
-            watcher.cancel()
+        for tasks in (self._watchers, self._liveness):
+            task = tasks.pop(name, None)
+            if task:
+                task.cancel()
         self._set(runtime, ModelState.STOPPING)
         outcome = await process.stop(runtime.spec.stop_timeout)
         runtime.process = None
@@ -377,7 +407,8 @@ class Supervisor:
 
     async def stop_all(self) -> dict[str, str]:
         self._closing = True
-        for task in list(self._watchers.values()) + list(self._waking.values()):
+        tasks = [*self._watchers.values(), *self._liveness.values(), *self._waking.values()]
+        for task in tasks:
             task.cancel()
         names = [rt.name for rt in self.models.values() if rt.process is not None]
         outcomes = await asyncio.gather(*(self.stop(name) for name in names))

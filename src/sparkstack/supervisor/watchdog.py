@@ -61,9 +61,21 @@ class MemoryWatchdog:
         self.low = False
         self.trips = 0
 
+    def _read(self) -> int:
+        """One sample; a sampler that fails (no NVML library, a driver error) is
+        replaced by host MemAvailable rather than leaving the host unwatched."""
+        try:
+            return self.sample()
+        except Exception as exc:  # noqa: BLE001  (NVMLError and OSError alike)
+            if self.sample is host_available:
+                raise
+            log.warning("memory watchdog: %r; watching host MemAvailable instead", exc)
+            self.sample = host_available
+            return self.sample()
+
     async def run(self) -> None:
         while True:
-            self.available = await asyncio.to_thread(self.sample)
+            self.available = await asyncio.to_thread(self._read)
             if self.on_sample:
                 self.on_sample(self.available, self.floor)
             if self.available < self.floor:
