@@ -32,7 +32,7 @@ pytestmark = pytest.mark.engines
 
 def compose(project: Path, conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["podman-compose", "--podman-args=--runtime runc", "-f", "compose.yaml", *args],
+        ["podman-compose", "-f", "compose.yaml", *args],
         cwd=project, env={**os.environ, "CONTAINERS_CONF": str(conf)},
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -43,6 +43,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, st
     folder = tmp_path_factory.mktemp("compose-podman")
     conf = containers_conf(folder)
     build_image(folder, conf)
+    # podman-compose passes no global flags to every podman call: runc from the config
+    conf.write_text(conf.read_text() + '[engine]\nruntime = "runc"\n')
     stack = container_stack(folder, conf, {"smol": smol_model()})
     data = json.loads(stack.read_text())
     data["container"]["mounts"].append(f"{REPO}:{REPO}:ro")  # sparkstack for the gateway
@@ -63,6 +65,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, st
     (out / ".env").chmod(0o600)
     try:
         started = compose(out, conf, "up", "-d")
+        (folder / "compose-up.log").write_text(started.stdout + started.stderr)
         assert started.returncode == 0, started.stdout + started.stderr
         yield out, f"http://{gateway}"
     finally:
