@@ -9,8 +9,14 @@ from pathlib import Path
 import click
 
 from sparkstack.cli.export import fail, load_for_export
+from sparkstack.deploy.diagnose import diagnose
+from sparkstack.deploy.doctor import HostProbe, render_report
+from sparkstack.deploy.pull import pull_repo, pull_tiktoken
+from sparkstack.deploy.tiktoken_files import needs_tiktoken
+from sparkstack.deploy.weights import is_repo_id
 from sparkstack.errors import SparkstackError
 from sparkstack.settings import Settings
+from sparkstack.stack import load_stack
 
 
 @click.command()
@@ -20,8 +26,6 @@ def doctor(stack_file: Path | None, as_json: bool) -> None:
     """Check this host for STACK_FILE (the demo stack without one): memory, containers,
     HF cache and disk, tiktoken files, ports, sm_121 caveats, exposure, .env, swap.
     Exit code 1 when a check fails."""
-    from sparkstack.deploy.diagnose import diagnose
-    from sparkstack.deploy.doctor import HostProbe, render_report
 
     folders = {Path.cwd()} | ({stack_file.resolve().parent} if stack_file else set())
     try:
@@ -45,10 +49,6 @@ def pull(target: str, revision: str) -> None:
     """Download TARGET's weights into the HF cache before serving: a stack file (every
     model given as a HF repo id, and the tiktoken files gpt-oss needs) or one repo id.
     Resumable: run it again after an interruption. Honours HF_ENDPOINT and HF_TOKEN."""
-    from sparkstack.deploy.pull import pull_repo, pull_tiktoken
-    from sparkstack.deploy.tiktoken_files import needs_tiktoken
-    from sparkstack.deploy.weights import is_repo_id
-    from sparkstack.stack import load_stack
 
     try:
         if Path(target).is_file():

@@ -6,11 +6,18 @@ from __future__ import annotations
 import shlex
 import shutil
 import sys
+from functools import partial
 from pathlib import Path
 
 import click
 
+from sparkstack.deploy.compose import DEFAULT_GATEWAY_IMAGE, ComposeOptions, compose_bundle
+from sparkstack.deploy.nginx import nginx_site
+from sparkstack.deploy.systemd import UnitOptions, systemd_unit
 from sparkstack.errors import SparkstackError
+from sparkstack.modelfacts.inspect import inspect_source
+from sparkstack.planner.plan import build_plan
+from sparkstack.settings import Settings
 from sparkstack.stack import Stack, load_stack
 from sparkstack.stack.demo import demo_stack
 
@@ -62,7 +69,6 @@ def export_nginx(
 ) -> None:
     """An nginx site in front of the gateway: streaming unbuffered, 3600 s timeouts, the
     stack's body limit, keep-alive upstream by IP, HTTP first for `certbot --nginx`."""
-    from sparkstack.deploy.nginx import nginx_site
 
     try:
         stack, name = load_for_export(stack_file)
@@ -78,7 +84,6 @@ def export_nginx(
 def export_systemd(stack_file: Path | None, user: str | None, output: Path | None) -> None:
     """A systemd unit running `sparkstack up STACK_FILE`: restart on failure, working
     directory with the .env, `sparkstack down` on stop."""
-    from sparkstack.deploy.systemd import UnitOptions, systemd_unit
 
     if stack_file is None:
         fail(SparkstackError("export systemd needs the stack file the service will run"))
@@ -113,12 +118,6 @@ def export_compose(
 ) -> None:
     """A compose project: the gateway and every engine in its container, the planned flags
     in each service's command, the HF cache mounted, secrets from .env, host network."""
-    from functools import partial
-
-    from sparkstack.deploy.compose import DEFAULT_GATEWAY_IMAGE, ComposeOptions, compose_bundle
-    from sparkstack.modelfacts.inspect import inspect_source
-    from sparkstack.planner.plan import build_plan
-    from sparkstack.settings import Settings
 
     try:
         stack, name = load_for_export(stack_file)
