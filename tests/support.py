@@ -97,8 +97,8 @@ class UpProcess:
             self.proc.wait()
 
 
-def start_up(stack_file: Path | None, state_dir: Path) -> UpProcess:
-    port = free_port()
+def start_up(stack_file: Path | None, state_dir: Path, port: int | None = None) -> UpProcess:
+    port = port or free_port()
     env = {
         **os.environ,
         "SPARKSTACK_STATE_DIR": str(state_dir),
@@ -116,9 +116,11 @@ def start_up(stack_file: Path | None, state_dir: Path) -> UpProcess:
 
 
 @contextmanager
-def serving(stack_file: Path | None, state_dir: Path, timeout: float = 60) -> Iterator[UpProcess]:
+def serving(
+    stack_file: Path | None, state_dir: Path, timeout: float = 60, port: int | None = None
+) -> Iterator[UpProcess]:
     """A `sparkstack up` that is ready inside the block and brought down after it."""
-    up = start_up(stack_file, state_dir)
+    up = start_up(stack_file, state_dir, port)
     try:
         up.wait_ready(timeout=timeout)
         yield up

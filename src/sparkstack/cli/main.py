@@ -20,12 +20,14 @@ from pydantic import ValidationError
 
 from sparkstack import __version__
 from sparkstack.cli.bench import bench
+from sparkstack.cli.deploy import doctor, pull
 from sparkstack.cli.errors import EXIT_DOES_NOT_FIT, run
 from sparkstack.cli.export import export
 from sparkstack.cli.node import node
 from sparkstack.cli.watch import footprints, top
 from sparkstack.containers.dry_run import render_dry_run
 from sparkstack.containers.preflight import check_containers
+from sparkstack.deploy.weights import require_weights
 from sparkstack.engines.registry import known_engines
 from sparkstack.env_file import load_env_file
 from sparkstack.errors import DoesNotFitError, SparkstackError
@@ -84,6 +86,7 @@ def up(stack_file: Path | None, listen: str | None, dry_run: bool) -> None:
     if dry_run:
         click.echo(render_dry_run(stack, plan, settings, cuda))
         return
+    require_weights(stack, stack_file)
     check_containers(stack, settings, cuda)
     for model in plan.models:
         for warning in model.warnings:
@@ -311,6 +314,8 @@ cli.add_command(export)
 cli.add_command(top)
 cli.add_command(footprints)
 cli.add_command(node)
+cli.add_command(doctor)
+cli.add_command(pull)
 
 
 def main() -> None:
