@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 
-import psutil
 from pydantic import BaseModel
 
 from sparkstack.gateway.metrics import BUCKETS, GatewayMetrics
+from sparkstack.supervisor.process import tree_rss
 from sparkstack.supervisor.runtime import ModelRuntime
 from sparkstack.telemetry.hub import GatewayCounters
 from sparkstack.telemetry.window import Buckets
@@ -32,24 +32,6 @@ class ModelStatus(BaseModel):
     """Cluster nodes the model spans (empty: this host alone)."""
     runtime: str = "native"
     image: str | None = None
-
-
-def tree_rss(pid: int | None) -> int | None:
-    """Resident memory of a process and all its descendants."""
-    if pid is None:
-        return None
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return None
-    total = 0
-    for proc in procs:
-        try:
-            total += proc.memory_info().rss
-        except psutil.Error:
-            continue
-    return total
 
 
 def model_status(runtime: ModelRuntime) -> ModelStatus:

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import aiohttp
-import psutil
 
+from sparkstack.supervisor.process import process_tree, tree_rss
 from sparkstack.supervisor.runtime import ModelRuntime
 
 _WARMUP_TIMEOUT = aiohttp.ClientTimeout(total=600)
@@ -66,14 +66,6 @@ def engine_kv_tokens(runtime: ModelRuntime, log_path: Path) -> int | None:
     return runtime.adapter.kv_tokens_from_log(text.rsplit("=== sparkstack starts", 1)[-1])
 
 
-def process_tree(pid: int) -> list[psutil.Process]:
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return []
-
-
 def gpu_bytes(pids: set[int]) -> int | None:
     """NVML per-process memory of these pids (discrete GPUs), None without NVML."""
     try:
@@ -101,12 +93,7 @@ def gpu_bytes(pids: set[int]) -> int | None:
 def measure(runtime: ModelRuntime, planned_total: int, planned_kv: int,
             warmup: float | None) -> Footprint:  # fmt: skip
     procs = process_tree(runtime.pid) if runtime.pid else []
-    rss = 0
-    for proc in procs:
-        try:
-            rss += proc.memory_info().rss
-        except psutil.Error:
-            continue
+    rss = tree_rss(runtime.pid) or 0
     log_path = runtime.process.log_path if runtime.process else None
     return Footprint(
         time=time.strftime("%Y-%m-%dT%H:%M:%S"),

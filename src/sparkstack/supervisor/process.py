@@ -53,6 +53,31 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
+def process_tree(pid: int) -> list[psutil.Process]:
+    """A process and all its descendants (empty when it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def tree_rss(pid: int | None) -> int | None:
+    """Resident memory of a process and all its descendants; None when it is gone.
+    The one place the engines' measured memory is summed (status, telemetry,
+    footprints)."""
+    procs = process_tree(pid) if pid is not None else []
+    if not procs:
+        return None
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
 def kill_group(pgid: int, sig: signal.Signals) -> bool:
     """Send ``sig`` to a process group; False when the group is already gone."""
     try:

@@ -5,20 +5,7 @@ from __future__ import annotations
 
 import psutil
 
-
-def tree_rss(pid: int) -> int | None:
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return None
-    total = 0
-    for proc in procs:
-        try:
-            total += proc.memory_info().rss
-        except psutil.Error:
-            continue
-    return total
+from sparkstack.supervisor.process import tree_rss
 
 
 def measure_all(pids: dict[str, int]) -> dict[str, int]:
