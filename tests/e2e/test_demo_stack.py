@@ -95,7 +95,7 @@ def test_health_and_status(demo_up: UpProcess) -> None:
 
 
 def test_logs_command(demo_up: UpProcess) -> None:
-    result = demo_up.sparkstack("logs", "minilm", "-n", "500")
+    result = demo_up.sparkstack("logs", "minilm", "-n", "1000000")  # telemetry polls /metrics
     assert result.returncode == 0
     assert "sparkstack starts minilm" in result.stdout
 
