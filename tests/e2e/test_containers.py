@@ -6,6 +6,7 @@ container's log; after `kill -9` of `up`, `sparkstack down` leaves no container.
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import time
@@ -85,6 +86,22 @@ def test_both_models_answer_from_containers(
     models = {m["id"]: m for m in data}
     assert models["smol"]["image"] == "localhost/sparkstack-test-rootfs:1"
     assert models["smol"]["runtime"] == "container"
+
+
+def test_footprints_carry_each_containers_cgroup_memory(up: UpProcess) -> None:
+    """Issue 10: a running container's memory, as its cgroup charges it, goes into
+    footprints.csv next to the plan (recorded just after each model's warm-up)."""
+    deadline = time.monotonic() + 30
+    rows: dict[str, dict[str, str]] = {}
+    while set(rows) != {"smol", "minilm"} and time.monotonic() < deadline:
+        time.sleep(0.5)
+        path = up.state_dir / "footprints.csv"
+        if path.exists():
+            with path.open(newline="") as handle:
+                rows = {row["model"]: row for row in csv.DictReader(handle)}
+    for name in ("smol", "minilm"):
+        assert int(rows[name]["cgroup_bytes"]) > 50 * 2**20, rows[name]
+        assert int(rows[name]["planned_total_bytes"]) > 0
 
 
 def test_no_secret_in_any_argv(up: UpProcess, conf: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 
+from sparkstack.supervisor.cgroup_memory import cgroup_bytes
 from sparkstack.supervisor.process import process_tree, tree_rss
 from sparkstack.supervisor.runtime import ModelRuntime
 
@@ -54,6 +55,8 @@ class Footprint:
     gpu_bytes: int | None
     ready_seconds: float | None
     warmup_seconds: float | None
+    cgroup_bytes: int | None = None
+    """A container's memory as its cgroup charges it (None for a native process)."""
 
 
 def engine_kv_tokens(runtime: ModelRuntime, log_path: Path) -> int | None:
@@ -106,6 +109,7 @@ def measure(runtime: ModelRuntime, planned_total: int, planned_kv: int,
         gpu_bytes=gpu_bytes({p.pid for p in procs}),
         ready_seconds=runtime.ready_seconds,
         warmup_seconds=warmup,
+        cgroup_bytes=cgroup_bytes(runtime.pid) if runtime.image and runtime.pid else None,
     )
 
 
