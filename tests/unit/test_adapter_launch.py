@@ -90,6 +90,10 @@ def test_engine_hooks_the_supervisor_asks() -> None:
     assert vllm.can_sleep(asleep) and not vllm.can_sleep(None)
     assert not llama.can_sleep(asleep)
     assert vllm.sleep_level(unified=True) == 2 and vllm.sleep_level(unified=False) == 1
+    sglang = get_engine("sglang")
+    saver = MemoryEstimate(0, 0, 0, 0, 0, 0, engine_args=["--enable-memory-saver"])
+    assert sglang.can_sleep(saver) and not sglang.can_sleep(asleep)
+    assert sglang.sleep_level(unified=False) == 2
     assert vllm.kv_tokens_from_log("x\nKV cache size: 93,184 tokens\n") == 93184
     assert llama.kv_tokens_from_log("llama_kv_cache: size =   45.00 MiB (  2048 cells") == 2048
     assert llama.kv_tokens_from_log("nothing") is None

@@ -81,6 +81,14 @@ class SglangEngine(EngineAdapter):
                 "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
         return finish_launch(spec, source, head, planned, "/health")
 
+    def can_sleep(self, planned: MemoryEstimate | None) -> bool:
+        """Only when started with the memory saver (``sleep_mode: true``)."""
+        return planned is not None and "--enable-memory-saver" in planned.engine_args
+
+    def sleep_level(self, unified: bool) -> int:
+        """SGLang has one level: weights and KV cache are both released (like vLLM's 2)."""
+        return 2
+
     async def sleep(
         self, session: aiohttp.ClientSession, base_url: str, level: int, api_key: str | None
     ) -> None:
