@@ -114,7 +114,10 @@ server {{
         # HTTP/1.1 with an empty Connection header keeps upstream connections alive.
         proxy_http_version 1.1;
         proxy_set_header Connection "";
-        proxy_set_header Host $host;
+        # The gateway refuses a Host it does not listen on (DNS rebinding): send
+        # its own address, and the name the client used as X-Forwarded-Host.
+        proxy_set_header Host {upstream};
+        proxy_set_header X-Forwarded-Host $host;
         proxy_set_header X-Real-IP $remote_addr;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         proxy_set_header X-Forwarded-Proto $scheme;
@@ -140,6 +143,7 @@ server {{
         proxy_pass http://{upstream_name}/health;
         proxy_http_version 1.1;
         proxy_set_header Connection "";
+        proxy_set_header Host {upstream};
         proxy_set_header Authorization "";
         access_log off;
     }}
