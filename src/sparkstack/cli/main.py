@@ -75,7 +75,13 @@ def up(stack_file: Path | None, listen: str | None, dry_run: bool) -> None:
     for folder in {Path.cwd(), (stack_file or Path.cwd()).resolve().parent}:
         load_env_file(folder / ".env")
     stack = _load(stack_file, listen)
-    plan = build_plan(stack)
+    try:
+        plan = build_plan(stack)
+    except SparkstackError:
+        # a plan that could not read a model's files: missing weights offline say so
+        # with the `pull` to run (the catalog plans some models without their files)
+        require_weights(stack, stack_file)
+        raise
     if not plan.fits:
         click.echo(render_plan(plan), err=True)
         raise DoesNotFitError(
