@@ -154,3 +154,18 @@ def resolve_machine(machine: str | MachineNumbers) -> MachineProfile:
         f"machine: unknown profile {machine!r}; use auto, one of {', '.join(PROFILES)}, "
         "or {total_gib: N, bandwidth_gbs: N, unified: true}"
     )
+
+
+DEFAULT_HOST_RESERVE = 20 * GIB
+SMALL_MACHINE = 64 * GIB
+
+
+def host_reserve_bytes(reserve_gib: float | None, total_bytes: int) -> int:
+    """The memory never handed to engines: the stack's ``host_reserve_gib``, else 20
+    GiB (seed 002: leave the OS ~20 GB), or 15% of a machine under 64 GiB, where 20
+    GiB would leave the engines almost nothing."""
+    if reserve_gib is not None:
+        return int(reserve_gib * GIB)
+    if total_bytes < SMALL_MACHINE:
+        return int(total_bytes * 0.15)
+    return DEFAULT_HOST_RESERVE

@@ -23,7 +23,7 @@ from sparkstack.gateway import build_app
 from sparkstack.gateway.fastserver import GatewayServer
 from sparkstack.gateway.keys import KeyIndex, KeyStore
 from sparkstack.gateway.metrics import GatewayMetrics
-from sparkstack.machine import probe
+from sparkstack.machine import host_reserve_bytes, probe
 from sparkstack.planner.plan import StackPlan
 from sparkstack.settings import Settings
 from sparkstack.stack.schema import Stack
@@ -211,7 +211,9 @@ async def _serve(
             log.info("gateway listening on %s (models: %s)", gateway_url, ", ".join(stack.models))
             watchdog = MemoryWatchdog(
                 supervisor,
-                floor_bytes=int(stack.host_reserve_gib * 2**30),
+                floor_bytes=plan.machine.reserve_bytes
+                if plan
+                else host_reserve_bytes(stack.host_reserve_gib, probe().total_bytes),
                 sample=sampler_for(plan.machine_profile() if plan else probe()),
                 on_sample=lambda available, floor: metrics.host.update(
                     memory_available_bytes=available, memory_floor_bytes=floor

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from sparkstack.engines.base import MemoryEstimate, applied_recipe, container_image
 from sparkstack.engines.registry import get_engine
 from sparkstack.errors import SparkstackError, StackError
-from sparkstack.machine import GIB, Device, MachineProfile, resolve_machine
+from sparkstack.machine import GIB, Device, MachineProfile, host_reserve_bytes, resolve_machine
 from sparkstack.modelfacts.facts import LayerKind, ModelFacts
 from sparkstack.modelfacts.inspect import inspect_source
 from sparkstack.modelfacts.kv_layout import layer_bytes_per_token
@@ -192,7 +192,7 @@ def build_plan(
     stack: Stack, machine: MachineProfile | None = None, inspect: Inspector = inspect_source
 ) -> StackPlan:
     machine = machine or resolve_machine(stack.machine)
-    reserve = int(stack.host_reserve_gib * GIB)
+    reserve = host_reserve_bytes(stack.host_reserve_gib, machine.total_bytes)
     budget = machine.total_bytes - reserve
     facts: dict[str, ModelFacts | None] = {}
     for name, spec in stack.models.items():
@@ -261,7 +261,7 @@ def _plan_nodes(stack: Stack, result: StackPlan, machine: MachineProfile) -> Non
     Each of a model's tensor x pipeline ranks holds 1/ranks of its weights and KV
     plus a runtime of its own; a node holds ranks/nodes of them."""
     assert stack.cluster is not None
-    reserve = int(stack.host_reserve_gib * GIB)
+    reserve = host_reserve_bytes(stack.host_reserve_gib, machine.total_bytes)
     shares: dict[str, dict[str, int]] = {node.name: {} for node in stack.cluster.nodes}
     spikes: dict[str, list[int]] = {node.name: [0] for node in stack.cluster.nodes}
     for model in result.models:

@@ -445,8 +445,11 @@ class Stack(_Strict):
     machine: str | MachineSpec = Field(
         default="auto", description="auto (probe), a profile name (dgx-spark), or numbers."
     )
-    host_reserve_gib: float = Field(
-        default=20.0, ge=0, description="Memory never handed to engines (GiB)."
+    host_reserve_gib: float | None = Field(
+        default=None,
+        ge=0,
+        description="Memory never handed to engines (GiB). Default: 20, or 15% of a "
+        "machine smaller than 64 GiB (a 24 GiB laptop keeps 3.6 GiB, not 20).",
     )
     gateway: GatewaySpec = Field(default_factory=GatewaySpec)
     container: ContainerSpec = Field(default_factory=ContainerSpec)
