@@ -39,6 +39,10 @@ class ModelTelemetry(BaseModel):
     aliases: list[str]
     runtime: str = Field(description="process (managed by the supervisor) or external.")
     container: str | None = None
+    image: str | None = Field(default=None, description="The container image, when in one.")
+    nodes: list[str] = Field(
+        default_factory=list, description="Cluster nodes it spans (empty: this host alone)."
+    )
     port: int | None
     pid: int | None
     base_url: str

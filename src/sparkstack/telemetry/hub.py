@@ -227,6 +227,8 @@ class Telemetry:
             policy=rt.spec.policy.value,
             aliases=list(rt.spec.aliases),
             runtime="process" if rt.adapter.managed else "external",
+            image=rt.image,
+            nodes=list(rt.spec.nodes),
             port=rt.port,
             pid=rt.pid,
             base_url=rt.base_url,
