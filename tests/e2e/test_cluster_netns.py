@@ -206,6 +206,7 @@ def cluster(
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+                    proc.wait(timeout=20)  # reaped: no "still running" warning at exit
 
 
 def test_head_and_worker_joined_with_resources_and_fast_link_env(cluster: Cluster) -> None:
