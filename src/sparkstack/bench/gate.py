@@ -21,7 +21,7 @@ from sparkstack.bench.imports import load_run
 from sparkstack.bench.options import BenchOptionError
 from sparkstack.bench.records import RequestRecord
 from sparkstack.bench.report import text_table
-from sparkstack.bench.summary import RunSummary
+from sparkstack.bench.summary import CI_METRICS, RunSummary
 
 NOISE_FLOOR = 0.03
 """Run-to-run drift that one run's requests cannot show (the machine, the server's
@@ -30,18 +30,8 @@ by up to 2.8% with intervals that excluded 0. A change counts only when its whol
 interval lies beyond this."""
 DEFAULT_METRICS = ("ttft_ms:p90", "itl_ms:p50", "e2e_ms:p90", "output_tok_s:mean")
 HIGHER_IS_BETTER = {"output_tok_s", "decode_tok_s", "prefill_tok_s"}
-GATE_METRICS = (
-    "ttft_ms",
-    "ttft_sched_ms",
-    "ttfc_ms",
-    "itl_ms",
-    "tpot_ms",
-    "e2e_ms",
-    "e2e_sched_ms",
-    "output_tok_s",
-    "decode_tok_s",
-    "prefill_tok_s",
-)
+GATE_METRICS = (*CI_METRICS, "prefill_tok_s")
+"""The per-request metrics a gate may judge: those with intervals, and prefill rate."""
 _STATS = ("mean", "p50", "p90", "p95", "p99")
 
 
