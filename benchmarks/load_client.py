@@ -2,7 +2,11 @@
 process so it does not share an event loop with what it measures.
 
 usage: python -m benchmarks.load_client URL CONCURRENCY SECONDS [--stream] [--key KEY]
+                                        [--start-at EPOCH] [--latencies FILE]
 Prints one JSON object: requests, errors, seconds, rps, p50_ms, p90_ms, p99_ms.
+``--start-at`` lets several client processes measure the same interval (their
+connections are opened before it); ``--latencies`` writes every latency (s) as
+JSON so their percentiles can be merged exactly.
 """
 
 from __future__ import annotations
@@ -12,23 +16,42 @@ import asyncio
 import json
 import statistics
 import time
+from pathlib import Path
 
 import aiohttp
 
 BODY = {"model": "stub", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
 
 
+async def warm_up(
+    session: aiohttp.ClientSession, url: str, payload: bytes, headers: dict[str, str]
+) -> None:
+    """One unmeasured request, so the connection is open before the interval."""
+    async with session.post(url, data=payload, headers=headers) as response:
+        await response.read()
+
+
 async def run(
-    url: str, concurrency: int, seconds: float, stream: bool, key: str | None
+    url: str,
+    concurrency: int,
+    seconds: float,
+    stream: bool,
+    key: str | None,
+    start_at: float | None = None,
+    latencies: list[float] | None = None,
 ) -> dict[str, float]:
     payload = json.dumps({**BODY, "stream": stream}).encode()
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
-    latencies: list[float] = []
+    latencies = [] if latencies is None else latencies
     errors = 0
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     async with aiohttp.ClientSession(connector=connector) as session:
+        if start_at is not None:
+            await asyncio.gather(*(warm_up(session, url, payload, headers)
+                                   for _ in range(concurrency)))  # fmt: skip
+            await asyncio.sleep(max(0.0, start_at - time.time()))
         deadline = time.perf_counter() + seconds
 
         async def worker() -> None:
@@ -76,6 +99,8 @@ def main() -> None:
     parser.add_argument("seconds", type=float)
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--key")
+    parser.add_argument("--start-at", type=float)
+    parser.add_argument("--latencies")
     args = parser.parse_args()
     try:
         import uvloop
@@ -83,7 +108,13 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    result = asyncio.run(run(args.url, args.concurrency, args.seconds, args.stream, args.key))
+    latencies: list[float] = []
+    result = asyncio.run(
+        run(args.url, args.concurrency, args.seconds, args.stream, args.key,
+            args.start_at, latencies)
+    )  # fmt: skip
+    if args.latencies:
+        Path(args.latencies).write_text(json.dumps(latencies))
     print(json.dumps(result))
 
 
