@@ -183,7 +183,8 @@ class Supervisor:
             log.info("evicting %s (least recently used) to make room for %s", victim.name, name)
             self._set_event(victim, "evicted")
             await self.stop(victim.name)
-            self._background_task(self.restore_baseline())
+            if victim.name != self.stack.baseline:
+                self._background_task(self.restore_baseline())
 
     async def _wake_from_sleep(self, runtime: ModelRuntime) -> bool:
         level = runtime.sleep_level or 1
