@@ -97,7 +97,9 @@ class UpProcess:
             self.proc.wait()
 
 
-def start_up(stack_file: Path | None, state_dir: Path, port: int | None = None) -> UpProcess:
+def start_up(
+    stack_file: Path | None, state_dir: Path, port: int | None = None, extra: tuple[str, ...] = ()
+) -> UpProcess:
     port = port or free_port()
     env = {
         **os.environ,
@@ -107,7 +109,7 @@ def start_up(stack_file: Path | None, state_dir: Path, port: int | None = None) 
     }
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / "up.out"
-    args = [*SPARKSTACK, "up", "--listen", f"127.0.0.1:{port}"]
+    args = [*SPARKSTACK, "up", "--listen", f"127.0.0.1:{port}", *extra]
     if stack_file is not None:
         args.insert(len(SPARKSTACK) + 1, str(stack_file))
     with log_path.open("wb") as out:
@@ -117,10 +119,15 @@ def start_up(stack_file: Path | None, state_dir: Path, port: int | None = None) 
 
 @contextmanager
 def serving(
-    stack_file: Path | None, state_dir: Path, timeout: float = 60, port: int | None = None
+    stack_file: Path | None,
+    state_dir: Path,
+    timeout: float = 60,
+    port: int | None = None,
+    extra: tuple[str, ...] = (),
 ) -> Iterator[UpProcess]:
-    """A `sparkstack up` that is ready inside the block and brought down after it."""
-    up = start_up(stack_file, state_dir, port)
+    """A `sparkstack up` that is ready inside the block and brought down after it;
+    ``extra``: more `up` options (e.g. --watch)."""
+    up = start_up(stack_file, state_dir, port, extra)
     try:
         up.wait_ready(timeout=timeout)
         yield up

@@ -1,17 +1,21 @@
 """`sparkstack up` as a Python API: gateway and supervisor on one event loop,
-the run file written for other shells, and a bounded, reported shutdown on
-SIGINT/SIGTERM that leaves no engine process behind."""
+the run file written for other shells, hot reload of the stack file (SIGHUP,
+``--watch``, POST /admin/reload; supervisor/reload.py does the work), and a
+bounded, reported shutdown on SIGINT/SIGTERM that leaves no engine process
+behind."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import resource
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,14 +24,18 @@ from aiohttp import web
 from sparkstack.cluster.head import fail_spanning, start_cluster
 from sparkstack.errors import SparkstackError, SupervisorError
 from sparkstack.gateway import build_app
+from sparkstack.gateway.app import FORWARDER_KEY
 from sparkstack.gateway.fastserver import GatewayServer
 from sparkstack.gateway.keys import KeyIndex, KeyStore
 from sparkstack.gateway.metrics import GatewayMetrics
+from sparkstack.gateway.reload import models_changed
 from sparkstack.machine import host_reserve_bytes, probe
-from sparkstack.planner.plan import StackPlan
+from sparkstack.planner.plan import StackPlan, build_plan
 from sparkstack.settings import Settings
 from sparkstack.stack.schema import Stack
+from sparkstack.stack.watch import watch_file
 from sparkstack.supervisor import ModelRuntime, Supervisor
+from sparkstack.supervisor.reload import Reloader, StackSource
 from sparkstack.supervisor.run_file import ProcessIdentity, RunFile, kill_leftovers
 from sparkstack.supervisor.watchdog import MemoryWatchdog, sampler_for
 from sparkstack.telemetry.hub import Telemetry
@@ -112,9 +120,17 @@ class BackgroundTasks:
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
 
-async def serve(stack: Stack, settings: Settings, plan: StackPlan | None = None) -> None:
+async def serve(
+    stack: Stack,
+    settings: Settings,
+    plan: StackPlan | None = None,
+    source: StackSource | None = None,
+    watch: Path | None = None,
+) -> None:
     """Run the stack until SIGINT or SIGTERM (or until a background task fails: then
-    SupervisorError, after the same full cleanup)."""
+    SupervisorError, after the same full cleanup). ``source`` reads the stack file
+    again for a reload (SIGHUP, POST /admin/reload); ``watch``: reload whenever this
+    file changes."""
     claim_run_file(settings)
     raise_fd_limit()
     stop = asyncio.Event()
@@ -122,9 +138,9 @@ async def serve(stack: Stack, settings: Settings, plan: StackPlan | None = None)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await _serve(stack, settings, plan, stop)
+        await _serve(stack, settings, plan, stop, source, watch)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
 
@@ -160,6 +176,12 @@ class Recorder:
         if self.telemetry is not None:
             self.telemetry.event(runtime, event)
 
+    def note(self, model: str, event: str, detail: str | None) -> None:
+        """A reload's events (also for models no runtime stands for any more)."""
+        self.metrics.event(model, event)
+        if self.telemetry is not None:
+            self.telemetry.events.add(model, event, detail)
+
 
 def open_keys(stack: Stack, settings: Settings) -> KeyIndex:
     """The key index; refuses to listen beyond loopback without a valid key file."""
@@ -174,7 +196,12 @@ def open_keys(stack: Stack, settings: Settings) -> KeyIndex:
 
 
 async def _serve(
-    stack: Stack, settings: Settings, plan: StackPlan | None, stop: asyncio.Event
+    stack: Stack,
+    settings: Settings,
+    plan: StackPlan | None,
+    stop: asyncio.Event,
+    source: StackSource | None,
+    watch: Path | None,
 ) -> None:
     keys = open_keys(stack, settings)
     metrics = GatewayMetrics()
@@ -194,10 +221,18 @@ async def _serve(
         )  # fmt: skip
         telemetry = Telemetry(supervisor.models, plan=plan, held=supervisor.held_bytes)
         recorder.telemetry = telemetry
+        reloader = Reloader(supervisor, source, build_plan if plan else None, lambda: None,
+                            recorder.note)  # fmt: skip
         app = build_app(
             supervisor.models, session, stack.gateway, keys, metrics, supervisor.wake,
-            supervisor.control, telemetry,
+            supervisor.control, telemetry, reloader.reload,
         )  # fmt: skip
+
+        def follow_reload() -> None:
+            models_changed(app[FORWARDER_KEY], stack.gateway.max_inflight)
+            telemetry.plan = supervisor.plan
+
+        reloader.on_models = follow_reload
         ray_head = await start_cluster(stack, settings)
         try:
             runner = await start_gateway(app, host, port)
@@ -225,6 +260,11 @@ async def _serve(
             background.spawn("memory watchdog", watchdog.run())
             if ray_head is not None:
                 background.spawn("cluster watch", ray_head.watch(fail_spanning(supervisor)))
+            background.spawn("reload", reloader.run())
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloader.request, "SIGHUP")
+            if watch is not None:
+                changed = functools.partial(reloader.request, f"{watch.name} changed")
+                background.spawn("stack file watch", watch_file(watch, changed))
             await stop.wait()
             log.info("shutting down")
         finally:

@@ -31,6 +31,8 @@ def run(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
         (("logs", "nobody"), 1, "no log for 'nobody'"),
         (("keys", "revoke", "nobody"), 1, "no active key"),
         (("status",), 1, "no stack is running"),
+        (("reload",), 1, "no stack is running"),
+        (("up", "--watch"), 2, "--watch needs a STACK_FILE"),
         (("bench", "compare", "/nonexistent-run"), 1, "error:"),
     ],
 )

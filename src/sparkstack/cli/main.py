@@ -65,9 +65,15 @@ def cli() -> None:
 @click.argument("stack_file", required=False, type=click.Path(path_type=Path))
 @click.option("--listen", help="host:port for the gateway (overrides gateway.listen).")
 @click.option("--dry-run", is_flag=True, help="Print every command and file; start nothing.")
-def up(stack_file: Path | None, listen: str | None, dry_run: bool) -> None:
+@click.option(
+    "--watch", is_flag=True, help="Reload whenever STACK_FILE changes (see `sparkstack reload`)."
+)
+def up(stack_file: Path | None, listen: str | None, dry_run: bool, watch: bool) -> None:
     """Start the gateway and the models of STACK_FILE (the demo stack without one).
-    Exit code 3 when the stack does not fit this machine."""
+    Exit code 3 when the stack does not fit this machine. SIGHUP (or `sparkstack
+    reload`) re-reads STACK_FILE and applies what changed."""
+    if watch and stack_file is None:
+        raise click.UsageError("--watch needs a STACK_FILE to watch (the demo stack has none)")
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
@@ -98,7 +104,27 @@ def up(stack_file: Path | None, listen: str | None, dry_run: bool) -> None:
         for warning in model.warnings:
             logging.getLogger("sparkstack").warning("%s: %s", model.name, warning)
     install_uvloop()
-    asyncio.run(serve(stack, settings, plan))
+    source = partial(_load, stack_file, listen) if stack_file else None
+    asyncio.run(serve(stack, settings, plan, source, stack_file if watch else None))
+
+
+@cli.command()
+@click.option(
+    "--timeout", default=900.0, show_default=True,
+    help="Seconds to wait for the reload (drains and starts included).",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def reload(timeout: float, as_json: bool) -> None:
+    """Re-read the running stack's file and apply what changed: unchanged models keep
+    serving, changed ones restart once drained, removed ones stop, added ones start.
+    A file that does not load or fit is rejected and nothing changes (exit code 1)."""
+    data = _gateway_get("/admin/reload", method="POST", timeout=timeout)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(str(data.get("summary", "")))
+    if not data.get("applied"):
+        sys.exit(1)
 
 
 @cli.command()

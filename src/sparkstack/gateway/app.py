@@ -21,6 +21,7 @@ from sparkstack.gateway.limits import Limiter, model_limits
 from sparkstack.gateway.metrics import GatewayMetrics, relabel
 from sparkstack.gateway.openai_errors import error_response
 from sparkstack.gateway.proxy import Forwarder
+from sparkstack.gateway.reload import ReloadAction, reload_handler
 from sparkstack.gateway.request_target import check_target
 from sparkstack.gateway.routing import Router
 from sparkstack.gateway.status import gateway_counters, models_list
@@ -240,6 +241,7 @@ def build_app(
     waker: Waker | None = None,
     admin: AdminControl | None = None,
     telemetry: Telemetry | None = None,
+    reload: ReloadAction | None = None,
 ) -> web.Application:
     spec = spec or GatewaySpec()
     metrics = metrics or GatewayMetrics()
@@ -309,6 +311,8 @@ def build_app(
         app.router.add_post(
             "/admin/models/{name}/{action:load|unload|sleep|wake}", openai_errors(admin_action)
         )
+    if reload is not None:
+        app.router.add_post("/admin/reload", openai_errors(reload_handler(auth, reload)))
     app.router.add_get("/metrics", openai_errors(prometheus))
     for path in forwarded_routes():
         app.router.add_post(path, forwarder.handle)

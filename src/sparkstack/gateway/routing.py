@@ -1,5 +1,5 @@
 """Which model serves a request: the ``model`` field matched against every
-model name and alias of the stack."""
+model name and alias of the stack (rebuilt by ``refresh`` after a reload)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,16 @@ class Router:
     def __init__(self, models: dict[str, ModelRuntime]) -> None:
         self.models = models
         self._by_name: dict[str, ModelRuntime] = {}
-        for runtime in models.values():
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Route to the models as they are now (one assignment: a request resolves
+        against the old table or the new one, never half of each)."""
+        by_name: dict[str, ModelRuntime] = {}
+        for runtime in self.models.values():
             for name in runtime.spec.names:
-                self._by_name[name] = runtime
+                by_name[name] = runtime
+        self._by_name = by_name
 
     @property
     def names(self) -> list[str]:

@@ -108,9 +108,16 @@ class GatewaySpec(_Strict):
         ),
     )
 
+    reload_drain_timeout: Seconds = Field(
+        default=60.0,
+        description="On a reload, how long a changed or removed model may finish the requests "
+        "it serves before it is stopped anyway.",
+    )
+
     _parse_durations = field_validator(
         "connect_timeout", "read_timeout", "wake_wait", "keepalive_interval",
-        "client_idle_timeout", "client_header_timeout", "client_body_timeout", mode="before",
+        "client_idle_timeout", "client_header_timeout", "client_body_timeout",
+        "reload_drain_timeout", mode="before",
     )(lambda cls, v: parse_duration(v))  # fmt: skip
 
     @field_validator("listen")
@@ -236,6 +243,12 @@ class ModelSpec(_Strict):
     idle_timeout: Seconds = Field(
         default=1800.0, description="on_demand only: idle time before it is put away (30m)."
     )
+    default_when_idle: bool = Field(
+        default=False,
+        description="on_demand only, one per stack: the baseline model. Started with the "
+        "stack, never put away for idling, evicted for a larger model, and started again "
+        "by itself once that one idles out.",
+    )
     kv_cache_dtype: str = Field(default="auto", description="auto (model dtype) or fp8.")
     enforce_eager: bool = Field(
         default=False, description="No CUDA graphs / torch.compile: no first-request spike."
@@ -350,6 +363,11 @@ class ModelSpec(_Strict):
         elif not self.model:
             raise ValueError(
                 f"engine {self.engine} needs model: (a HF repo id, a folder or a .gguf file)"
+            )
+        if self.default_when_idle and self.policy is not Policy.ON_DEMAND:
+            raise ValueError(
+                "default_when_idle: true needs policy: on_demand (an always_on model is "
+                "never put away, so it never has to come back); set policy: on_demand"
             )
         return self
 
@@ -485,6 +503,21 @@ class Stack(_Strict):
                     )
                 owner[name] = spec.name
         return value
+
+    @model_validator(mode="after")
+    def _check_one_baseline(self) -> Stack:
+        baselines = [spec.name for spec in self.models.values() if spec.default_when_idle]
+        if len(baselines) > 1:
+            raise ValueError(
+                f"models: {', '.join(baselines)} all set default_when_idle; at most one model "
+                "is the baseline that comes back when the others idle out - keep it on one"
+            )
+        return self
+
+    @property
+    def baseline(self) -> str | None:
+        """The model marked default_when_idle, if any."""
+        return next((s.name for s in self.models.values() if s.default_when_idle), None)
 
     @model_validator(mode="after")
     def _check_cluster(self) -> Stack:

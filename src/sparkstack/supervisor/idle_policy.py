@@ -1,6 +1,7 @@
 """The idle policy: an on-demand model that is ready, serves nobody and has not
 been used for its ``idle_timeout`` is put away (asleep where its engine can
-sleep, otherwise stopped)."""
+sleep, otherwise stopped). The baseline model (``default_when_idle``) is what
+the stack falls back to when idle, so it is never put away for idling."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def idle_due(runtime: ModelRuntime, now: float) -> bool:
     spec = runtime.spec
     return (
         spec.policy is Policy.ON_DEMAND
+        and not spec.default_when_idle
         and runtime.state is ModelState.READY
         and runtime.inflight == 0
         and runtime.waiting == 0

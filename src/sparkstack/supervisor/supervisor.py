@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import aiohttp
 
@@ -23,7 +24,7 @@ from sparkstack.errors import SparkstackError, SupervisorError
 from sparkstack.planner.plan import StackPlan
 from sparkstack.settings import Settings
 from sparkstack.stack.schema import Policy, Stack
-from sparkstack.supervisor import idle_policy, restarts
+from sparkstack.supervisor import baseline, idle_policy, restarts
 from sparkstack.supervisor.ledger import MemoryLedger, evictable
 from sparkstack.supervisor.lifecycle import EngineLifecycle
 from sparkstack.supervisor.runtime import ModelRuntime, ModelState
@@ -52,16 +53,8 @@ class Supervisor:
         self.plan = plan
         self.on_event = on_event
         self.models: dict[str, ModelRuntime] = {
-            name: ModelRuntime(spec=spec, adapter=get_engine(spec.engine))
-            for name, spec in stack.models.items()
+            name: new_runtime(stack, plan, name) for name in stack.models
         }
-        for name, runtime in self.models.items():
-            runtime.image = engine_image(stack, runtime.spec, runtime.adapter)
-            if not runtime.adapter.managed:
-                runtime.state = ModelState.READY
-            planned = next((m for m in plan.models if m.name == name), None) if plan else None
-            if planned is not None:
-                runtime.decode_ceiling_tok_s = planned.decode_ceiling_tok_s
         self.ledger = MemoryLedger(plan, self.models)
         self.lifecycle = EngineLifecycle(
             settings, session, self._set, self._set_event, self._after_crash,
@@ -76,6 +69,32 @@ class Supervisor:
         self._locks = {name: asyncio.Lock() for name in self.models}
         self.held_back: dict[str, str] = {}
         """Models that may not start until what they need returns (a lost node)."""
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def room(self) -> asyncio.Lock:
+        """Held while the resident set changes (a wake making room, a reload)."""
+        return self._room
+
+    def replace(
+        self,
+        stack: Stack,
+        plan: StackPlan | None,
+        fresh: dict[str, ModelRuntime],
+        removed: list[str],
+    ) -> None:
+        """A reload's new model set: ``removed`` leave, ``fresh`` runtimes join or take
+        their name's place; the caller stops the processes of the runtimes replaced."""
+        for name in removed:
+            del self.models[name]
+            self._locks.pop(name, None)
+            self.held_back.pop(name, None)
+        for name, runtime in fresh.items():
+            self.models[name] = runtime
+            self._locks.setdefault(name, asyncio.Lock())
+        self.stack = self.lifecycle.stack = stack
+        if plan is not None:
+            self.plan = self.ledger.plan = plan
 
     # -- start order and starting ------------------------------------------------
 
@@ -102,6 +121,7 @@ class Supervisor:
                 await self.start(runtime.name)
             except SparkstackError as exc:
                 log.error("%s", exc)
+        await self.restore_baseline()
 
     async def start(self, name: str) -> ModelRuntime:
         runtime = self.models[name]
@@ -124,7 +144,9 @@ class Supervisor:
 
     async def wake(self, name: str) -> ModelRuntime:
         """Start a stopped or failed model; concurrent callers share one start."""
-        runtime = self.models[name]
+        runtime = self.models.get(name)
+        if runtime is None:
+            raise SupervisorError(f"{name} was removed from the stack by a reload")
         if runtime.state is ModelState.READY:
             return runtime
         if self._closing:
@@ -143,6 +165,8 @@ class Supervisor:
         """One wake at a time: make room (evicting idle on-demand models, least
         recently used first), then start; the next wake sees the new resident set."""
         async with self._room:
+            if name not in self.models:
+                raise SupervisorError(f"{name} was removed from the stack by a reload")
             await self._make_room(name)
             runtime = self.models[name]
             if runtime.state is ModelState.SLEEPING:
@@ -159,6 +183,8 @@ class Supervisor:
             log.info("evicting %s (least recently used) to make room for %s", victim.name, name)
             self._set_event(victim, "evicted")
             await self.stop(victim.name)
+            if victim.name != self.stack.baseline:
+                self._background_task(self.restore_baseline())
 
     async def _wake_from_sleep(self, runtime: ModelRuntime) -> bool:
         level = runtime.sleep_level or 1
@@ -225,8 +251,43 @@ class Supervisor:
         return f"asleep (level {level})"
 
     async def idle_loop(self, period: float = 0.5) -> None:
-        """Put away on-demand models idle past their idle_timeout (idle_policy.py)."""
-        await idle_policy.idle_loop(self.models, self.put_away, self._set_event, period)
+        """Put away on-demand models idle past their idle_timeout (idle_policy.py);
+        the baseline model comes back once one has gone (baseline.py)."""
+        await idle_policy.idle_loop(self.models, self._idle_put_away, self._set_event, period)
+
+    async def _idle_put_away(self, name: str) -> str:
+        outcome = await self.put_away(name)
+        self._background_task(self.restore_baseline())
+        return outcome
+
+    async def restore_baseline(self) -> None:
+        """Start the baseline model (default_when_idle) again when it is put away and
+        fits beside what holds memory now; it never evicts anything to come back."""
+        name = self.stack.baseline
+        if name is None or self._closing:
+            return
+        async with self._room:
+            runtime = self.models.get(name)
+            if runtime is None or not baseline.may_return(runtime, self.admitting, self.held_back):
+                return
+            if not self.ledger.fits(name):
+                log.info("baseline %s stays put away: %s", name, self.ledger.no_room(name))
+                return
+            log.info("bringing the baseline model %s back", name)
+            self._set_event(runtime, "baseline_back")
+            try:
+                if runtime.state is ModelState.SLEEPING and await self._wake_from_sleep(runtime):
+                    return
+                if runtime.state is ModelState.SLEEPING:
+                    await self.stop(name)
+                await self.start(name)
+            except SparkstackError as exc:
+                log.error("baseline %s did not come back: %s", name, exc)
+
+    def _background_task(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- crashes -------------------------------------------------------------------
 
@@ -256,7 +317,7 @@ class Supervisor:
     async def stop_all(self) -> dict[str, str]:
         self._closing = True
         self.lifecycle.cancel_watchers()
-        for task in self._waking.values():
+        for task in [*self._waking.values(), *self._background]:
             task.cancel()
         names = [rt.name for rt in self.models.values() if rt.process is not None]
         outcomes = await asyncio.gather(*(self.stop(name) for name in names))
@@ -292,6 +353,20 @@ class Supervisor:
         runtime.error = error
         if self.on_change:
             self.on_change(runtime)
+
+
+def new_runtime(stack: Stack, plan: StackPlan | None, name: str) -> ModelRuntime:
+    """The runtime of model ``name`` of ``stack``, not started (an external one is
+    ready at once)."""
+    spec = stack.models[name]
+    runtime = ModelRuntime(spec=spec, adapter=get_engine(spec.engine))
+    runtime.image = engine_image(stack, spec, runtime.adapter)
+    if not runtime.adapter.managed:
+        runtime.state = ModelState.READY
+    planned = next((m for m in plan.models if m.name == name), None) if plan else None
+    if planned is not None:
+        runtime.decode_ceiling_tok_s = planned.decode_ceiling_tok_s
+    return runtime
 
 
 def _retrieve(task: asyncio.Task[ModelRuntime]) -> None:
