@@ -3,7 +3,9 @@ the Debian nginx as a plain streaming proxy, measured in one run.
 
 For each target (direct, gateway, nginx) and mode (plain JSON, streamed chunks):
 requests/s at concurrency 16 and p50 latency at concurrency 1; rounds are
-interleaved. Ratios are against the direct upstream.
+interleaved. Ratios are against the direct upstream, taken within each round
+(the pair measured back to back) and then the median over rounds; each run also
+records the CPU time the server under test spent per request.
 
 On a machine of 8 cores or more each part gets cores of its own (stub, gateway
 and nginx one each, the clients the rest) and concurrency 16 is spread over
@@ -28,6 +30,8 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from sparkstack.supervisor.ports import free_port
 
@@ -202,23 +206,29 @@ def main() -> None:
         wait_http(f"http://127.0.0.1:{gateway}/health")
         wait_http(f"http://127.0.0.1:{nginx}/v1/models")
         targets = {
-            "direct": (f"http://127.0.0.1:{upstream}/v1/chat/completions", None),
-            "gateway": (f"http://127.0.0.1:{gateway}/v1/chat/completions", key),
-            "nginx": (f"http://127.0.0.1:{nginx}/v1/chat/completions", None),
+            "direct": (f"http://127.0.0.1:{upstream}/v1/chat/completions", None, procs[0]),
+            "gateway": (f"http://127.0.0.1:{gateway}/v1/chat/completions", key, procs[1]),
+            "nginx": (f"http://127.0.0.1:{nginx}/v1/chat/completions", None, procs[2]),
         }
         runs: dict[str, dict[str, list[dict[str, float]]]] = {}
         for round_index in range(args.rounds):
             for mode in ("plain", "stream"):
-                for name, (url, token) in targets.items():
+                for name, (url, token, proc) in targets.items():
                     for concurrency in (16, 1):
+                        cpu_before = tree_cpu(proc.pid)
                         result = load(
                             url, concurrency, args.seconds, mode == "stream", token, layout
+                        )
+                        # the server's own CPU per request (the stub's for direct)
+                        result["server_cpu_us_per_request"] = round(
+                            (tree_cpu(proc.pid) - cpu_before) / max(1, result["requests"]) * 1e6, 1
                         )
                         runs.setdefault(f"{name}/{mode}", {}).setdefault(
                             f"c{concurrency}", []
                         ).append(result)
                         print(f"round {round_index + 1} {name:8} {mode:6} c={concurrency:<3} "
                               f"{result['rps']:9.1f} req/s  p50 {result['p50_ms']:.3f} ms  "
+                              f"cpu {result['server_cpu_us_per_request']:6.1f} us/req  "
                               f"errors {result['errors']}", flush=True)  # fmt: skip
         summary = summarize(runs)
         report = {
@@ -247,6 +257,16 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by a process and its children (nginx's worker)."""
+    process = psutil.Process(pid)
+    total = 0.0
+    for member in [process, *process.children(recursive=True)]:
+        times = member.cpu_times()
+        total += times.user + times.system
+    return total
+
+
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -270,18 +290,31 @@ def summarize(runs: dict[str, dict[str, list[dict[str, float]]]]) -> dict[str, d
 
     out: dict[str, dict[str, float]] = {}
     for mode in ("plain", "stream"):
-        direct_rps = median([r["rps"] for r in runs[f"direct/{mode}"]["c16"]])
-        direct_p50 = median([r["p50_ms"] for r in runs[f"direct/{mode}"]["c1"]])
+        direct = runs[f"direct/{mode}"]
+        direct_rps = median([r["rps"] for r in direct["c16"]])
+        direct_p50 = median([r["p50_ms"] for r in direct["c1"]])
         for name in ("gateway", "nginx"):
-            rps = median([r["rps"] for r in runs[f"{name}/{mode}"]["c16"]])
-            p50 = median([r["p50_ms"] for r in runs[f"{name}/{mode}"]["c1"]])
+            own = runs[f"{name}/{mode}"]
+            rps = median([r["rps"] for r in own["c16"]])
+            p50 = median([r["p50_ms"] for r in own["c1"]])
+            # each round's pair was measured back to back: compare within rounds
+            ratios = [o["rps"] / d["rps"] for o, d in zip(own["c16"], direct["c16"], strict=True)]
+            added = [
+                o["p50_ms"] - d["p50_ms"] for o, d in zip(own["c1"], direct["c1"], strict=True)
+            ]
             out[f"{name}/{mode}"] = {
                 "rps_c16": round(rps, 1),
                 "direct_rps_c16": round(direct_rps, 1),
-                "throughput_ratio": round(rps / direct_rps, 3),
+                "throughput_ratio": round(median(ratios), 3),
                 "p50_ms_c1": round(p50, 3),
                 "direct_p50_ms_c1": round(direct_p50, 3),
-                "added_p50_ms": round(p50 - direct_p50, 3),
+                "added_p50_ms": round(median(added), 3),
+                "cpu_us_per_request_c16": median(
+                    [r["server_cpu_us_per_request"] for r in own["c16"]]
+                ),
+                "stub_cpu_us_per_request_c16": median(
+                    [r["server_cpu_us_per_request"] for r in direct["c16"]]
+                ),
             }
     return out
 

@@ -312,34 +312,35 @@ class GatewayProtocol(asyncio.Protocol):
         self.raw = None if self.completed_in_feed else [self.feed]
         self._arm(self.spec.client_header_timeout, self._idle_timeout)
 
-    def _count(self, size: int) -> None:
-        current = self.current
-        assert current is not None
-        current.head_size += size
-        if current.head_size > MAX_HEAD or len(current.headers) > MAX_HEADERS:
-            self._refuse(
-                bad_header(
-                    f"The request headers are larger than {MAX_HEAD} bytes or "
-                    f"{MAX_HEADERS} fields.",
-                    status=431,
-                    code="headers_too_large",
-                )
+    def _headers_too_large(self) -> None:
+        self._refuse(
+            bad_header(
+                f"The request headers are larger than {MAX_HEAD} bytes or {MAX_HEADERS} fields.",
+                status=431,
+                code="headers_too_large",
             )
-            raise _Stop
+        )
+        raise _Stop
 
     def on_url(self, url: bytes) -> None:
-        assert self.current is not None
-        self.current.url += url
-        self._count(len(url))
+        current = self.current
+        assert current is not None
+        current.url += url
+        current.head_size += len(url)
+        if current.head_size > MAX_HEAD:
+            self._headers_too_large()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         current = self.current
         assert current is not None
-        self._count(len(name) + len(value) + 4)
+        headers = current.headers
+        current.head_size += len(name) + len(value) + 4
+        if current.head_size > MAX_HEAD or len(headers) > MAX_HEADERS:
+            self._headers_too_large()
         name = name.lower()
-        if name in current.headers and name in _UNIQUE:
+        if name in headers and name in _UNIQUE:
             current.duplicate = name
-        current.headers[name] = value
+        headers[name] = value
 
     def on_headers_complete(self) -> None:
         current = self.current

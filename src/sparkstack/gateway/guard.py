@@ -16,6 +16,7 @@ from sparkstack.stack.schema import GatewaySpec
 
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "localhost.localdomain"})
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+_PLAIN_JSON = frozenset({"application/json", "application/json; charset=utf-8"})
 _PROTECTED_PREFIXES = ("/v1/", "/admin/")
 _PROTECTED_PATHS = frozenset({"/tokenize", "/detokenize", "/metrics"})
 PREFLIGHT_HEADERS = {
@@ -43,8 +44,12 @@ class AccessGuard:
         self.any_host = spec.host in _WILDCARDS or "*" in spec.allowed_hosts
         self.hosts = _LOOPBACK_NAMES | {host_name(h) for h in (spec.host, *spec.allowed_hosts)}
         self.origins = frozenset(o.rstrip("/").lower() for o in spec.cors_origins)
+        self._passed: set[str] = set()
+        """Host values as sent that passed (clients send the same few every time)."""
 
     def check_host(self, host: str | None) -> None:
+        if host in self._passed:
+            return
         if host is None or not host.strip():
             raise bad_header("The request has no Host header; HTTP/1.1 needs one.")
         if not self.any_host and host_name(host) not in self.hosts:
@@ -54,6 +59,8 @@ class AccessGuard:
                 "the name to gateway.allowed_hosts if a proxy forwards it.",
                 "host_not_allowed",
             )
+        if len(self._passed) < 256:
+            self._passed.add(host)
 
     def check_origin(self, origin: str | None, host: str, path: str) -> str | None:
         """None for requests without a foreign origin; the origin itself when
@@ -81,7 +88,7 @@ class AccessGuard:
 
 def check_content_type(value: str | None) -> None:
     """JSON bodies only (a missing Content-Type is taken as JSON, as engines do)."""
-    if value is None:
+    if value is None or value in _PLAIN_JSON:
         return
     media, _, params = value.partition(";")
     media = media.strip().lower()

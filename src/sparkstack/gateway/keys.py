@@ -119,6 +119,9 @@ class KeyIndex:
         self.store = store
         self.check_interval = check_interval
         self._by_hash: dict[str, KeyRecord] = {}
+        self._known: dict[str, KeyRecord] = {}
+        """Keys as sent -> their record, for keys that matched (saves a SHA-256 per
+        request); emptied whenever the key file is read again."""
         self._stamp: tuple[int, int, int] | None = None
         self._checked = 0.0
         self.problem: str | None = None
@@ -160,6 +163,7 @@ class KeyIndex:
             self._fail(f"the key file {self.store.path} is damaged")
             return
         self._by_hash = {record.hash: record for record in records}
+        self._known = {}
         if stamp is None:
             self._set_problem(f"the key file {self.store.path} is missing")
         elif not records:
@@ -169,6 +173,7 @@ class KeyIndex:
 
     def _fail(self, problem: str) -> None:
         self._by_hash = {}
+        self._known = {}
         self._set_problem(problem)
 
     def _set_problem(self, problem: str | None) -> None:
@@ -183,4 +188,9 @@ class KeyIndex:
 
     def lookup(self, key: str) -> KeyRecord | None:
         self.refresh()
-        return self._by_hash.get(hash_key(key))
+        record = self._known.get(key)
+        if record is None:
+            record = self._by_hash.get(hash_key(key))
+            if record is not None and len(self._known) < 4096:
+                self._known[key] = record
+        return record

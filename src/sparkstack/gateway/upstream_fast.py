@@ -155,6 +155,14 @@ class FastUpstreamResponse:
             self.fail(UpstreamBrokenError("the engine closed the connection mid-answer"))
 
     async def read(self) -> bytes:
+        if self.complete and not self._done:  # the usual case: it came with its head
+            chunks, paused = self.chunks, self.size > _PAUSE_AT
+            self.chunks, self.size = [], 0
+            transport = self._conn.transport
+            if paused and transport is not None and not self._conn.lost:
+                transport.resume_reading()
+            self._finish()
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return b"".join([chunk async for chunk in self.iter_chunks()])
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
@@ -176,6 +184,11 @@ class FastUpstreamResponse:
             self._waiter = conn.loop.create_future()
             await self._waiter
             self._waiter = None
+        self._finish()
+
+    def _finish(self) -> None:
+        """The answer was read to its end: its connection may serve the next one."""
+        conn = self._conn
         self._done = True
         conn.response = None
         if self.keep_alive:
@@ -200,6 +213,7 @@ class FastUpstreamPool:
         self._busy: set[_Connection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
         self._targets: dict[str, tuple[str, int]] = {}
+        self._blocks: dict[tuple[object, ...], bytes] = {}
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -255,15 +269,30 @@ class FastUpstreamPool:
             raise UpstreamConnectError(f"{key[0]}:{key[1]}: {exc}") from exc
         return conn
 
+    def _head_block(self, key: tuple[str, int], headers: dict[str, str]) -> bytes:
+        """The request's fixed header lines, checked and encoded once per distinct
+        set (an engine's headers are the same for every request)."""
+        items = (key, *headers.items())
+        block = self._blocks.get(items)
+        if block is None:
+            check_request("/", headers)
+            lines = [f"Host: {key[0]}:{key[1]}\r\n"]
+            lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
+            block = "".join(lines).encode("latin-1")
+            if len(self._blocks) >= 256:
+                self._blocks.clear()
+            self._blocks[items] = block
+        return block
+
     async def post(
         self, base_url: str, path: str, body: bytes, headers: dict[str, str]
     ) -> FastUpstreamResponse:
-        check_request(path, headers)
+        if _UNSAFE.search(path):
+            check_request(path, {})
         key = self.target(base_url)
-        head = [f"POST {path} HTTP/1.1\r\nHost: {key[0]}:{key[1]}\r\n"
-                f"Content-Length: {len(body)}\r\n"]  # fmt: skip
-        head += [f"{name}: {value}\r\n" for name, value in headers.items()]
-        request = "".join(head).encode("latin-1") + b"\r\n" + body
+        request = b"POST %s HTTP/1.1\r\n%bContent-Length: %d\r\n\r\n%b" % (
+            path.encode("latin-1"), self._head_block(key, headers), len(body), body,
+        )  # fmt: skip
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
