@@ -2,8 +2,9 @@
 a stub upstream: this is about the gateway's scheduling). With a model's limit
 at 1 and its slot busy: queued requests are served highest key priority first,
 FIFO within a priority; a full queue is a 429 with Retry-After; a queued client
-that disconnects leaves the queue; the queue depth is in /metrics; and a drain
-lets the request in flight finish while holding new ones back until it ends."""
+that disconnects leaves the queue; and a drain lets the request in flight
+finish while holding new ones back until it ends.
+The queue depth is in /metrics and in /admin/status (per model: running, waiting)."""
 
 from __future__ import annotations
 
@@ -161,6 +162,10 @@ async def test_a_full_queue_is_a_429_with_retry_after(
         async with client.get(gateway.url + "/metrics") as response:
             metrics = await response.text()
         assert 'sparkstack_requests_queued{model="slow"} 2' in metrics
+        async with client.get(gateway.url + "/admin/status") as response:
+            document = await response.json()
+        slow = next(m for m in document["models"] if m["name"] == "slow")
+        assert (slow["running"], slow["waiting"]) == (1, 2)
         status, headers, body = await ask(client, gateway.url, "one too many")
         assert status == 429
         assert int(headers["Retry-After"]) >= 1
