@@ -1,5 +1,5 @@
 """What a model's queue costs a request when there is no contention: the fast
-path (``ModelQueue.take`` and ``release``) against the per-model check it
+path (finding the model's queue, ``ModelQueue.take`` and ``release``) against the per-model check it
 replaced (a dict lookup, a compare and two dict updates in ``Limiter``), each
 timed over a million take/release pairs, best of several repeats; set beside
 the gateway's own time per forwarded request from gateway_overhead.json.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sparkstack.engines.registry import get_engine
 from sparkstack.gateway.metrics import GatewayMetrics
-from sparkstack.gateway.model_queue import ModelQueue
+from sparkstack.gateway.model_queue import ModelQueues
 from sparkstack.stack import load_stack_text
 from sparkstack.supervisor.runtime import ModelRuntime
 
@@ -43,10 +43,10 @@ class OldPerModelCheck:
         self._per_model[model] -= 1
 
 
-def new_queue() -> ModelQueue:
+def new_queues() -> tuple[ModelQueues, ModelRuntime]:
     stack = load_stack_text("models:\n  m: {engine: external, url: 'http://127.0.0.1:9'}\n", "b")
     runtime = ModelRuntime(spec=stack.models["m"], adapter=get_engine("external"))
-    return ModelQueue(runtime, 512, GatewayMetrics())
+    return ModelQueues({"m": runtime}, 1024, GatewayMetrics()), runtime
 
 
 def per_pair_ns(statement: str, namespace: dict[str, object]) -> float:
@@ -58,8 +58,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS / "queue_fast_path.json")
     args = parser.parse_args()
-    queue, old = new_queue(), OldPerModelCheck()
-    new_ns = per_pair_ns("q.take(); q.release(0.01)", {"q": queue})
+    (queues, runtime), old = new_queues(), OldPerModelCheck()
+    new_ns = per_pair_ns("q = qs.get(rt); q.take(); q.release(0.01)", {"qs": queues, "rt": runtime})
     old_ns = per_pair_ns("o.admit('m'); o.release('m')", {"o": old})
     overhead = json.loads((RESULTS / "gateway_overhead.json").read_text())
     rps = overhead["summary"]["gateway/plain"]["rps_c16"]

@@ -14,7 +14,12 @@ from sparkstack.engines.registry import get_engine
 from sparkstack.errors import GatewayError
 from sparkstack.gateway.keys import KeyRecord
 from sparkstack.gateway.metrics import GatewayMetrics
-from sparkstack.gateway.model_queue import ModelQueue, model_limits, request_priority
+from sparkstack.gateway.model_queue import (
+    ModelQueue,
+    ModelQueues,
+    model_limits,
+    request_priority,
+)
 from sparkstack.stack import load_stack_text
 from sparkstack.supervisor.drain import drained
 from sparkstack.supervisor.ledger import MemoryLedger
@@ -212,3 +217,13 @@ def test_model_limits_share_the_gateway_cap_unless_set() -> None:
     assert model_limits(1024, {"a": None, "b": None}) == {"a": 512, "b": 512}
     assert model_limits(10, {"a": 3, "b": None, "c": None}) == {"a": 3, "b": 3, "c": 3}
     assert model_limits(1, {"a": None, "b": None}) == {"a": 1, "b": 1}
+
+
+def test_a_model_added_or_replaced_later_gets_its_own_queue() -> None:
+    first = runtime("max_inflight: 3")
+    models = {"m": first}
+    queues = ModelQueues(models, 8, GatewayMetrics())
+    assert queues.get(first) is queues.get(first) and queues.get(first).limit == 3
+    replaced = runtime()  # a reload made a new runtime for the same name
+    models["m"] = replaced
+    assert queues.get(replaced).runtime is replaced and queues.get(replaced).limit == 8

@@ -19,7 +19,7 @@ from sparkstack.gateway.guard import PREFLIGHT_HEADERS, AccessGuard
 from sparkstack.gateway.keys import KeyIndex
 from sparkstack.gateway.limits import Limiter
 from sparkstack.gateway.metrics import GatewayMetrics, relabel
-from sparkstack.gateway.model_queue import model_queues
+from sparkstack.gateway.model_queue import ModelQueues
 from sparkstack.gateway.openai_errors import error_response
 from sparkstack.gateway.proxy import Forwarder
 from sparkstack.gateway.request_target import check_target
@@ -249,7 +249,7 @@ def build_app(
     router = Router(models)
     auth = Authorizer(keys)
     limiter = Limiter(max_inflight=spec.max_inflight)
-    queues = model_queues(models, spec.max_inflight, metrics)
+    queues = ModelQueues(models, spec.max_inflight, metrics)
     forwarder = Forwarder(router, session, auth, limiter, metrics, spec, waker, queues)
     guard = AccessGuard(spec, lambda: auth.enabled)
     app = web.Application(client_max_size=max_body, middlewares=[guard_middleware(guard)])

@@ -192,8 +192,29 @@ class ModelQueue:
         self.metrics.queued[self.name] += delta
 
 
-def model_queues(
-    models: dict[str, ModelRuntime], global_limit: int, metrics: GatewayMetrics
-) -> dict[str, ModelQueue]:
-    limits = model_limits(global_limit, {n: rt.spec.max_inflight for n, rt in models.items()})
-    return {name: ModelQueue(rt, limits[name], metrics) for name, rt in models.items()}
+class ModelQueues:
+    """Every model's queue, made for the models at start; a model added later, or
+    whose runtime was replaced (a reload), gets a fresh queue on its first request."""
+
+    def __init__(
+        self, models: dict[str, ModelRuntime], global_limit: int, metrics: GatewayMetrics
+    ) -> None:
+        self.models = models
+        self.global_limit = global_limit
+        self.metrics = metrics
+        self._queues: dict[str, ModelQueue] = {}
+        for runtime in models.values():
+            self._make(runtime)
+
+    def get(self, runtime: ModelRuntime) -> ModelQueue:
+        queue = self._queues.get(runtime.name)
+        if queue is None or queue.runtime is not runtime:
+            queue = self._make(runtime)
+        return queue
+
+    def _make(self, runtime: ModelRuntime) -> ModelQueue:
+        own = {name: rt.spec.max_inflight for name, rt in self.models.items()}
+        own[runtime.name] = runtime.spec.max_inflight
+        limit = model_limits(self.global_limit, own)[runtime.name]
+        queue = self._queues[runtime.name] = ModelQueue(runtime, limit, self.metrics)
+        return queue

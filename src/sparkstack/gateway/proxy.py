@@ -25,7 +25,12 @@ from sparkstack.gateway.context import JSON, Downstream, RequestContext
 from sparkstack.gateway.guard import check_content_type, check_duplicates
 from sparkstack.gateway.limits import Limiter
 from sparkstack.gateway.metrics import GatewayMetrics
-from sparkstack.gateway.model_queue import PRIORITY_HEADER, ModelQueue, request_priority
+from sparkstack.gateway.model_queue import (
+    PRIORITY_HEADER,
+    ModelQueue,
+    ModelQueues,
+    request_priority,
+)
 from sparkstack.gateway.openai_errors import error_json, sse_error_event, too_large
 from sparkstack.gateway.payload import parse_payload
 from sparkstack.gateway.relay import Relay
@@ -48,12 +53,12 @@ class Forwarder:
         metrics: GatewayMetrics,
         spec: GatewaySpec,
         waker: Waker | None = None,
-        queues: dict[str, ModelQueue] | None = None,
+        queues: ModelQueues | None = None,
     ) -> None:
         self.router = router
         self.auth = auth
         self.limiter = limiter
-        self.queues = queues or {}
+        self.queues = queues or ModelQueues(router.models, spec.max_inflight, metrics)
         self.metrics = metrics
         self.spec = spec
         self.max_body = int(spec.max_body_mib * 2**20)
@@ -95,7 +100,7 @@ class Forwarder:
             ctx.body = json.dumps(payload).encode()
         name = runtime.name
         self.limiter.admit(key)
-        queue = self.queues[name]
+        queue = self.queues.get(runtime)
         waited = 0.0
         if not queue.take():
             try:
