@@ -58,6 +58,7 @@ class GatewayError(SparkstackError):
         error_type: str,
         code: str | None = None,
         param: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -65,6 +66,8 @@ class GatewayError(SparkstackError):
         self.error_type = error_type
         self.code = code
         self.param = param
+        self.headers = headers
+        """Extra response headers (``Retry-After``)."""
 
 
 class TelemetryError(SparkstackError):

@@ -229,7 +229,7 @@ async def _serve(
         )  # fmt: skip
 
         def follow_reload() -> None:
-            models_changed(app[FORWARDER_KEY], stack.gateway.max_inflight)
+            models_changed(app[FORWARDER_KEY])
             telemetry.plan = supervisor.plan
 
         reloader.on_models = follow_reload

@@ -3,6 +3,7 @@ without a key, secrets from .env (never argv)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import urllib.request
@@ -46,6 +47,17 @@ def test_keys_create_list_revoke(env: dict[str, str]) -> None:
     assert "revoked" in run(env, "keys", "list").stdout
     missing = run(env, "keys", "revoke", "nobody")
     assert missing.returncode == 1 and "sparkstack keys list" in missing.stderr
+
+
+def test_a_key_carries_its_queue_priority(env: dict[str, str], tmp_path: Path) -> None:
+    assert run(env, "keys", "create", "chat", "--priority", "7").returncode == 0
+    listing = run(env, "keys", "list").stdout
+    assert "PRIO" in listing.splitlines()[0]
+    assert listing.splitlines()[1].split()[-2] == "7"
+    stored = json.loads((tmp_path / "config" / "keys.json").read_text())
+    assert stored["keys"][0]["priority"] == 7
+    too_high = run(env, "keys", "create", "greedy", "--priority", "5000")
+    assert too_high.returncode != 0 and "5000" in too_high.stderr
 
 
 def test_listening_beyond_loopback_needs_a_key(env: dict[str, str], tmp_path: Path) -> None:

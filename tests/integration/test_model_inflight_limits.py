@@ -1,6 +1,8 @@
 """One model cannot starve the others (issue 19, point 3): each model has its own
-in-flight cap beside the gateway's, so requests piling up on a hung engine get a
-503 naming that model while every other model keeps answering."""
+in-flight cap beside the gateway's, so requests piling up on a hung engine wait
+in that model's own queue (issue 15: they queue instead of a 503; a full queue is
+a 429, tests/integration/test_model_queues.py) while every other model keeps
+answering."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from sparkstack.errors import GatewayError
-from sparkstack.gateway.limits import Limiter, model_limits
+from sparkstack.gateway.limits import Limiter
 from tests.integration.conftest import StartGateway, StartStub
 
 
@@ -46,30 +48,26 @@ async def test_a_hung_model_fills_only_its_own_slots(
 
         hung = [asyncio.create_task(ask("stub")) for _ in range(2)]  # 4 // 2 models = 2 each
         await asyncio.sleep(0.3)
-        status, body = await ask("stub")
-        assert status == 503
-        assert body["error"]["code"] == "model_overloaded"
-        assert "stub" in body["error"]["message"]
-        assert "max_inflight" in body["error"]["message"]
+        queued = [asyncio.create_task(ask("stub")) for _ in range(3)]  # beyond: they queue
+        await asyncio.sleep(0.3)
+        assert not any(task.done() for task in queued)
         for _ in range(5):
             assert (await ask("other"))[0] == 200
+        async with client.get(gateway + "/metrics") as response:
+            metrics = await response.text()
+        assert 'sparkstack_requests_queued{model="stub"} 3' in metrics
+        assert 'sparkstack_requests_in_flight{model="stub"} 2' in metrics
         release.set()
-        assert [status for status, _ in await asyncio.gather(*hung)] == [200, 200]
+        assert [status for status, _ in await asyncio.gather(*hung, *queued)] == [200] * 5
 
 
-def test_model_limits_share_the_gateway_cap_unless_set() -> None:
-    assert model_limits(1024, {"a": None, "b": None}) == {"a": 512, "b": 512}
-    assert model_limits(10, {"a": 3, "b": None, "c": None}) == {"a": 3, "b": 3, "c": 3}
-    assert model_limits(1, {"a": None, "b": None}) == {"a": 1, "b": 1}
-
-
-def test_the_limiter_counts_per_model_and_releases() -> None:
-    limiter = Limiter(max_inflight=10, per_model={"a": 1, "b": 5})
-    limiter.admit(None, "a")
+def test_the_limiter_counts_the_gateway_cap_and_releases() -> None:
+    limiter = Limiter(max_inflight=2)
+    limiter.admit(None)
+    limiter.admit(None)
     with pytest.raises(GatewayError) as refused:
-        limiter.admit(None, "a")
-    assert refused.value.status == 503 and refused.value.code == "model_overloaded"
-    limiter.admit(None, "b")
-    limiter.release(None, "a")
-    limiter.admit(None, "a")
+        limiter.admit(None)
+    assert refused.value.status == 503 and refused.value.code == "too_many_requests_in_flight"
+    limiter.release(None)
+    limiter.admit(None)
     assert limiter.inflight == 2

@@ -90,7 +90,7 @@ async def running(tmp_path: Path, start_stub: StartStub) -> AsyncIterator[Runnin
         supervisor.models, session, stack.gateway, KeyIndex(store, check_interval=0.0),
         reload=reloader.reload,
     )  # fmt: skip
-    reloader.on_models = lambda: models_changed(app[FORWARDER_KEY], stack.gateway.max_inflight)
+    reloader.on_models = lambda: models_changed(app[FORWARDER_KEY])
     port = free_port()
     runner = await start_gateway(app, "127.0.0.1", port)
     try:

@@ -298,6 +298,13 @@ def keys() -> None:
 @click.option("--models", help="Comma-separated models (or aliases) this key may use.")
 @click.option("--rate", type=int, help="Requests per minute.")
 @click.option("--concurrency", type=int, help="Requests in flight at once.")
+@click.option(
+    "--priority",
+    type=click.IntRange(-1000, 1000),
+    default=0,
+    show_default=True,
+    help="Place in a busy model's queue: higher is served first.",
+)
 @click.option("--quiet", is_flag=True, help="Print the key only.")
 def keys_create(
     name: str,
@@ -305,14 +312,16 @@ def keys_create(
     models: str | None,
     rate: int | None,
     concurrency: int | None,
+    priority: int,
     quiet: bool,
 ) -> None:
     """Create a key; it is shown once, now, and never again."""
     store = KeyStore(Settings.from_env().keys_file)
     allowed = [m.strip() for m in models.split(",") if m.strip()] if models else None
     record, secret = store.create(
-        name, admin=admin, models=allowed, rate_per_minute=rate, max_concurrency=concurrency
-    )
+        name, admin=admin, models=allowed, rate_per_minute=rate, max_concurrency=concurrency,
+        priority=priority,
+    )  # fmt: skip
     if quiet:
         click.echo(secret)
         return
@@ -324,12 +333,13 @@ def keys_list() -> None:
     """The keys: id, name, scope, models, limits, state (never the secrets)."""
     data = KeyStore(Settings.from_env().keys_file).load()
     click.echo(f"{'ID':<9} {'NAME':<16} {'SCOPE':<9} {'MODELS':<20} {'RATE/MIN':>8} "
-               f"{'CONC':>5}  STATE")  # fmt: skip
+               f"{'CONC':>5} {'PRIO':>5}  STATE")  # fmt: skip
     for k in data.keys:
         click.echo(
             f"{k.id:<9} {k.name:<16} {'admin' if k.admin else 'inference':<9} "
             f"{','.join(k.models) if k.models else 'all':<20} {k.rate_per_minute or '-':>8} "
-            f"{k.max_concurrency or '-':>5}  {'revoked' if k.revoked else 'active'}"
+            f"{k.max_concurrency or '-':>5} {k.priority:>5}  "
+            f"{'revoked' if k.revoked else 'active'}"
         )
 
 

@@ -17,8 +17,9 @@ from sparkstack.errors import GatewayError, SparkstackError
 from sparkstack.gateway.auth import Authorizer
 from sparkstack.gateway.guard import PREFLIGHT_HEADERS, AccessGuard
 from sparkstack.gateway.keys import KeyIndex
-from sparkstack.gateway.limits import Limiter, model_limits
+from sparkstack.gateway.limits import Limiter
 from sparkstack.gateway.metrics import GatewayMetrics, relabel
+from sparkstack.gateway.model_queue import ModelQueues
 from sparkstack.gateway.openai_errors import error_response
 from sparkstack.gateway.proxy import Forwarder
 from sparkstack.gateway.reload import ReloadAction, reload_handler
@@ -249,9 +250,9 @@ def build_app(
     max_body = int(spec.max_body_mib * 2**20)
     router = Router(models)
     auth = Authorizer(keys)
-    limits = model_limits(spec.max_inflight, {n: rt.spec.max_inflight for n, rt in models.items()})
-    limiter = Limiter(max_inflight=spec.max_inflight, per_model=limits)
-    forwarder = Forwarder(router, session, auth, limiter, metrics, spec, waker)
+    limiter = Limiter(max_inflight=spec.max_inflight)
+    queues = ModelQueues(models, spec.max_inflight, metrics)
+    forwarder = Forwarder(router, session, auth, limiter, metrics, spec, waker, queues)
     guard = AccessGuard(spec, lambda: auth.enabled)
     app = web.Application(client_max_size=max_body, middlewares=[guard_middleware(guard)])
     app[METRICS_KEY] = metrics

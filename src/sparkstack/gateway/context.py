@@ -26,6 +26,8 @@ class RequestContext:
     body: bytes
     authorization: str | None = None
     content_type: str | None = None
+    priority: str | None = None
+    """The X-Sparkstack-Priority header, if sent (model_queue.py)."""
     started: float = field(default_factory=time.perf_counter)
     key: KeyRecord | None = None
     model: str = ""
@@ -47,7 +49,9 @@ class Downstream(ABC):
         """Whether the status line already went out (errors must then go in-band)."""
 
     @abstractmethod
-    async def send(self, status: int, content_type: str, body: bytes) -> None: ...
+    async def send(
+        self, status: int, content_type: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> None: ...
 
     @abstractmethod
     async def start_stream(self, status: int, content_type: str) -> None: ...

@@ -34,9 +34,15 @@ def _head(status: int, content_type: str, keep_alive: bool, cors: str | None) ->
     return head
 
 
+def _extra(headers: dict[str, str]) -> bytes:
+    return "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode("latin-1")
+
+
 def error_answer(error: GatewayError, keep_alive: bool = False) -> bytes:
     body = error_json(error)
     head = _head(error.status, JSON, keep_alive, None)
+    if error.headers:
+        head += _extra(error.headers)
     return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
@@ -61,10 +67,14 @@ class Answer(Downstream):
         if transport is not None and not transport.is_closing():
             transport.write(data)
 
-    async def send(self, status: int, content_type: str, body: bytes) -> None:
+    async def send(
+        self, status: int, content_type: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> None:
         self.status = status
         self._started = self.complete = True
         head = _head(status, content_type, self.keep_alive, self.cors_origin)
+        if headers:
+            head += _extra(headers)
         self._write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
         await self.conn.drain()
 

@@ -441,6 +441,7 @@ class GatewayProtocol(asyncio.Protocol):
         headers = incoming.headers
         content_type = headers.get(b"content-type")
         authorization = headers.get(b"authorization")
+        priority = headers.get(b"x-sparkstack-priority")
         body = incoming.body[0] if len(incoming.body) == 1 else b"".join(incoming.body)
         ctx = RequestContext(
             path=incoming.path,
@@ -448,6 +449,7 @@ class GatewayProtocol(asyncio.Protocol):
             body=body,
             authorization=authorization.decode("latin-1") if authorization is not None else None,
             content_type=content_type.decode("latin-1") if content_type is not None else None,
+            priority=priority.decode("latin-1") if priority is not None else None,
         )
         down = Answer(self, incoming.keep_alive, incoming.http11)
         down.cors_origin = incoming.cors

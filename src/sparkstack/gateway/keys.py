@@ -34,6 +34,8 @@ class KeyRecord(BaseModel):
     """Model names (or aliases) this key may use; None: all."""
     rate_per_minute: int | None = None
     max_concurrency: int | None = None
+    priority: int = 0
+    """Its requests' place in a model's queue: higher first (model_queue.py)."""
     revoked: bool = False
 
     def allows(self, model: str) -> bool:
@@ -79,6 +81,7 @@ class KeyStore:
         models: list[str] | None = None,
         rate_per_minute: int | None = None,
         max_concurrency: int | None = None,
+        priority: int = 0,
     ) -> tuple[KeyRecord, str]:
         data = self.load()
         if any(k.name == name and not k.revoked for k in data.keys):
@@ -88,6 +91,7 @@ class KeyStore:
         record = KeyRecord(
             id=key_id, name=name, hash=hash_key(secret), created=time.time(), admin=admin,
             models=models, rate_per_minute=rate_per_minute, max_concurrency=max_concurrency,
+            priority=priority,
         )  # fmt: skip
         data.keys.append(record)
         self.save(data)

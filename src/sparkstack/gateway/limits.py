@@ -1,7 +1,7 @@
-"""Per-key request rate (token bucket) and concurrency limits, and the caps on
-requests in flight: one per model (so a hung or slow model cannot take every
-slot from the others) and one for the whole gateway. All in-process and O(1)
-per request."""
+"""Per-key request rate (token bucket) and concurrency limits (queued requests
+count for their key), and the cap on requests in flight for the whole gateway
+(queued ones do not count: proxy.py steps them out while they wait). All in-process and O(1)
+per request. Each model's own cap, and the queue behind it, is model_queue.py."""
 
 from __future__ import annotations
 
@@ -18,38 +18,20 @@ class _Bucket:
     updated: float
 
 
-def model_limits(global_limit: int, own: dict[str, int | None]) -> dict[str, int]:
-    """Each model's in-flight cap: its own ``max_inflight``, else an equal share of the
-    gateway's (at least 1), so one model can never hold every slot."""
-    share = max(1, global_limit // max(1, len(own)))
-    return {name: limit or share for name, limit in own.items()}
-
-
 @dataclass
 class Limiter:
     max_inflight: int
-    per_model: dict[str, int] = field(default_factory=dict)
-    """Model name -> its in-flight cap (see ``model_limits``); absent: no cap."""
     inflight: int = 0
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
     _per_key: dict[str, int] = field(default_factory=dict)
-    _per_model: dict[str, int] = field(default_factory=dict)
 
-    def admit(self, key: KeyRecord | None, model: str = "") -> None:
+    def admit(self, key: KeyRecord | None) -> None:
         """Count a request in, or raise the 429/503 that says which limit it hit."""
         if self.inflight >= self.max_inflight:
             raise GatewayError(
                 f"The gateway has {self.inflight} requests in flight, its limit "
                 "(gateway.max_inflight); retry shortly.",
                 status=503, error_type="server_overloaded", code="too_many_requests_in_flight",
-            )  # fmt: skip
-        cap = self.per_model.get(model)
-        held = self._per_model.get(model, 0)
-        if cap is not None and held >= cap:
-            raise GatewayError(
-                f"The model {model!r} has {held} requests in flight, its limit "
-                f"(models.{model}.max_inflight); retry shortly.",
-                status=503, error_type="server_overloaded", code="model_overloaded",
             )  # fmt: skip
         if key is not None:
             if key.rate_per_minute is not None:
@@ -64,12 +46,10 @@ class Limiter:
                     status=429, error_type="requests", code="concurrency_limit_exceeded",
                 )  # fmt: skip
             self._per_key[key.id] = self._per_key.get(key.id, 0) + 1
-        self._per_model[model] = held + 1
         self.inflight += 1
 
-    def release(self, key: KeyRecord | None, model: str = "") -> None:
+    def release(self, key: KeyRecord | None) -> None:
         self.inflight -= 1
-        self._per_model[model] -= 1
         if key is not None:
             self._per_key[key.id] -= 1
 

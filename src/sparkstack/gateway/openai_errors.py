@@ -26,7 +26,7 @@ def error_json(error: GatewayError) -> bytes:
 
 
 def error_response(error: GatewayError) -> web.Response:
-    return web.json_response(error_body(error), status=error.status)
+    return web.json_response(error_body(error), status=error.status, headers=error.headers)
 
 
 def sse_error_event(error: GatewayError) -> bytes:

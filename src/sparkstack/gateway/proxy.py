@@ -1,7 +1,8 @@
 """Forwarding a request to the engine that serves the requested model, step by
 step over one ``RequestContext``: check the body's type (guard.py), authorize
 the key (auth.py), read the model from the body (payload.py), check the key may
-use it, admit it under the limits (limits.py), wait for the model to wake
+use it, admit it under the limits (limits.py), take one of the model's slots or
+queue for one (model_queue.py), wait for the model to wake
 (wake.py), relay to the engine (relay.py). Errors before a stream starts are
 OpenAI-shaped JSON answers; after, in-band SSE events.
 
@@ -24,6 +25,12 @@ from sparkstack.gateway.context import JSON, Downstream, RequestContext
 from sparkstack.gateway.guard import check_content_type, check_duplicates
 from sparkstack.gateway.limits import Limiter
 from sparkstack.gateway.metrics import GatewayMetrics
+from sparkstack.gateway.model_queue import (
+    PRIORITY_HEADER,
+    ModelQueue,
+    ModelQueues,
+    request_priority,
+)
 from sparkstack.gateway.openai_errors import error_json, sse_error_event, too_large
 from sparkstack.gateway.payload import parse_payload
 from sparkstack.gateway.relay import Relay
@@ -46,10 +53,12 @@ class Forwarder:
         metrics: GatewayMetrics,
         spec: GatewaySpec,
         waker: Waker | None = None,
+        queues: ModelQueues | None = None,
     ) -> None:
         self.router = router
         self.auth = auth
         self.limiter = limiter
+        self.queues = queues or ModelQueues(router.models, spec.max_inflight, metrics)
         self.metrics = metrics
         self.spec = spec
         self.max_body = int(spec.max_body_mib * 2**20)
@@ -66,7 +75,7 @@ class Forwarder:
                 await down.write(sse_error_event(exc))
                 await down.end()
             else:
-                await down.send(exc.status, JSON, error_json(exc))
+                await down.send(exc.status, JSON, error_json(exc), exc.headers)
 
     async def _serve(self, ctx: RequestContext, down: Downstream) -> None:
         check_content_type(ctx.content_type)
@@ -90,7 +99,15 @@ class Forwarder:
             payload["model"] = runtime.upstream_model
             ctx.body = json.dumps(payload).encode()
         name = runtime.name
-        self.limiter.admit(key, name)
+        self.limiter.admit(key)
+        queue = self.queues.get(runtime)
+        waited = 0.0
+        if not queue.take():
+            try:
+                waited = await self._queue(queue, ctx)
+            except BaseException:
+                self.limiter.release(key)
+                raise
         metrics = self.metrics
         metrics.inflight[name] += 1
         metrics.bytes_in[name] += len(ctx.body)
@@ -108,11 +125,23 @@ class Forwarder:
             metrics.error(name, "client_disconnect")
             raise
         finally:
-            self.limiter.release(key, name)
+            elapsed = time.perf_counter() - ctx.started
+            queue.release(elapsed - waited)
+            self.limiter.release(key)
             metrics.inflight[name] -= 1
             runtime.inflight -= 1
             runtime.last_used = time.monotonic()
-            metrics.request_done(name, ctx.path, down.status, time.perf_counter() - ctx.started)
+            metrics.request_done(name, ctx.path, down.status, elapsed)
+
+    async def _queue(self, queue: ModelQueue, ctx: RequestContext) -> float:
+        """Wait in the model's queue (model_queue.py). A queued request holds no
+        gateway-wide slot, only its key's: a hung model's queue (bounded by its
+        max_queue) cannot fill the gateway's max_inflight and starve the others."""
+        self.limiter.inflight -= 1
+        try:
+            return await queue.wait(request_priority(ctx.key, ctx.priority))
+        finally:
+            self.limiter.inflight += 1
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The aiohttp route handler of the forwarded routes (connections the lean
@@ -136,6 +165,7 @@ class Forwarder:
             body=body,
             authorization=request.headers.get("Authorization"),
             content_type=request.headers.get("Content-Type"),
+            priority=request.headers.get(PRIORITY_HEADER),
         )
         await self.serve(ctx, down)
         assert down.response is not None
@@ -163,9 +193,12 @@ class AiohttpDownstream(Downstream):
         assert self.response is not None
         return self.response
 
-    async def send(self, status: int, content_type: str, body: bytes) -> None:
+    async def send(
+        self, status: int, content_type: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> None:
         self.status = status
-        self.response = web.Response(body=body, status=status, headers=self._headers(content_type))
+        all_headers = self._headers(content_type) | (headers or {})
+        self.response = web.Response(body=body, status=status, headers=all_headers)
 
     async def start_stream(self, status: int, content_type: str) -> None:
         self.status = status

@@ -1,6 +1,6 @@
 """The gateway's side of a hot reload: ``POST /admin/reload`` (admin key) runs
 one and answers its outcome, and ``models_changed`` makes the routing table and
-the per-model in-flight caps follow the new model set."""
+the per-model queues and their slots follow the new model set."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from sparkstack.gateway.auth import Authorizer
-from sparkstack.gateway.limits import model_limits
 from sparkstack.gateway.proxy import Forwarder
 from sparkstack.supervisor.reload import ReloadResult
 
@@ -30,9 +29,8 @@ def reload_handler(auth: Authorizer, reload: ReloadAction) -> Handler:
     return admin_reload
 
 
-def models_changed(forwarder: Forwarder, global_limit: int) -> None:
-    """Route to the models the supervisor holds now; removed names answer 404."""
-    router = forwarder.router
-    router.refresh()
-    own = {name: rt.spec.max_inflight for name, rt in router.models.items()}
-    forwarder.limiter.per_model = model_limits(global_limit, own)
+def models_changed(forwarder: Forwarder) -> None:
+    """Route to the models the supervisor holds now (removed names answer 404) and
+    share the in-flight slots among them."""
+    forwarder.router.refresh()
+    forwarder.queues.follow(forwarder.router.models)

@@ -66,7 +66,9 @@ class GatewaySpec(_Strict):
     listen: str = Field(default="127.0.0.1:8080", description="host:port the gateway binds to.")
     max_body_mib: float = Field(default=64, gt=0, description="Largest request body (MiB).")
     max_inflight: int = Field(
-        default=1024, gt=0, description="Requests in flight (and queued) before 503."
+        default=1024,
+        gt=0,
+        description="Requests in flight before 503 (not counting those queued for a model).",
     )
     wake_wait: Seconds = Field(
         default=600.0, description="How long a request waits for its model to wake; then 503."
@@ -301,8 +303,23 @@ class ModelSpec(_Strict):
     max_inflight: int | None = Field(
         default=None,
         gt=0,
-        description="Requests in flight for this model before 503 (default: an equal share "
-        "of gateway.max_inflight), so one slow or hung model cannot starve the others.",
+        description="Requests in flight for this model before new ones queue (default: an "
+        "equal share of gateway.max_inflight), so one slow or hung model cannot starve the "
+        "others.",
+    )
+    max_queue: int = Field(
+        default=64,
+        ge=0,
+        description="Requests that may queue for this model's slots (highest key priority "
+        "first, FIFO within one); beyond it a 429 with Retry-After. 0: no queue.",
+    )
+    queue_timeout: Seconds = Field(
+        default=600.0, description="Longest a request waits in this model's queue; then 503."
+    )
+    drain_timeout: Seconds = Field(
+        default=120.0,
+        description="Before the model is put away (evicted, unloaded, asleep), how long new "
+        "requests are held while those in flight finish.",
     )
     liveness_interval: Seconds = Field(
         default=10.0, description="Seconds between liveness probes of a ready engine (0: off)."
@@ -327,6 +344,8 @@ class ModelSpec(_Strict):
         "liveness_interval",
         "liveness_timeout",
         "stall_timeout",
+        "queue_timeout",
+        "drain_timeout",
         mode="before",
     )(lambda cls, v: parse_duration(v))
 

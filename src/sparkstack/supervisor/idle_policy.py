@@ -27,6 +27,7 @@ def idle_due(runtime: ModelRuntime, now: float) -> bool:
         and runtime.state is ModelState.READY
         and runtime.inflight == 0
         and runtime.waiting == 0
+        and not runtime.draining
         and now - runtime.last_used > spec.idle_timeout
     )
 

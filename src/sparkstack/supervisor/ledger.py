@@ -19,6 +19,19 @@ def evictable(runtime: ModelRuntime) -> bool:
         and runtime.state in (ModelState.READY, ModelState.SLEEPING)
         and runtime.inflight == 0
         and runtime.waiting == 0
+        and runtime.queued == 0
+        and not runtime.draining
+    )
+
+
+def drainable(runtime: ModelRuntime) -> bool:
+    """A ready on-demand model busy only with requests it is serving (none waiting
+    for a wake): may be drained and then put away when nothing idle can go."""
+    return (
+        runtime.spec.policy is Policy.ON_DEMAND
+        and runtime.state is ModelState.READY
+        and runtime.waiting == 0
+        and not runtime.draining
     )
 
 
@@ -64,6 +77,11 @@ class MemoryLedger:
         """The least recently used idle on-demand model other than ``name``, if any."""
         idle = [rt for rt in self.models.values() if rt.name != name and evictable(rt)]
         return min(idle, key=lambda rt: rt.last_used) if idle else None
+
+    def busy_victim(self, name: str) -> ModelRuntime | None:
+        """When no idle model can go: the least recently used busy one to drain."""
+        busy = [rt for rt in self.models.values() if rt.name != name and drainable(rt)]
+        return min(busy, key=lambda rt: rt.last_used) if busy else None
 
     def no_room(self, name: str) -> str:
         """Why ``name`` cannot start: what it needs, what is free, who holds the rest."""

@@ -3,6 +3,7 @@ changes it) and the gateway (which reads it to route)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -34,6 +35,13 @@ class ModelRuntime:
     """Requests the gateway is serving with this model now."""
     waiting: int = 0
     """Requests waiting for this model to wake."""
+    queued: int = 0
+    """Requests queued in the gateway for one of this model's slots (its max_inflight)."""
+    draining: bool = False
+    """Set while the model is drained before it is put away: the gateway holds new
+    requests back (queued) until the drain ends (supervisor/drain.py)."""
+    resume_listeners: list[Callable[[], None]] = field(default_factory=list)
+    """Called when a drain ends, so requests held back meanwhile go on."""
     last_used: float = 0.0
     """time.monotonic() of the last request's end (or of becoming ready)."""
     ready_at: float = 0.0

@@ -25,6 +25,7 @@ from sparkstack.planner.plan import StackPlan
 from sparkstack.settings import Settings
 from sparkstack.stack.schema import Policy, Stack
 from sparkstack.supervisor import baseline, idle_policy, restarts
+from sparkstack.supervisor.drain import drained
 from sparkstack.supervisor.ledger import MemoryLedger, evictable
 from sparkstack.supervisor.lifecycle import EngineLifecycle
 from sparkstack.supervisor.runtime import ModelRuntime, ModelState
@@ -176,13 +177,25 @@ class Supervisor:
             return await self.start(name)
 
     async def _make_room(self, name: str) -> None:
+        """Evict idle on-demand models, least recently used first; when none is idle,
+        drain a busy one (its requests in flight finish, new ones wait) and evict it
+        once empty. One that does not drain within its drain_timeout stays: the wake
+        fails rather than break requests in flight."""
         while not self.ledger.fits(name):
-            victim = self.ledger.next_victim(name)
+            victim = self.ledger.next_victim(name) or self.ledger.busy_victim(name)
             if victim is None:
                 raise SupervisorError(self.ledger.no_room(name))
-            log.info("evicting %s (least recently used) to make room for %s", victim.name, name)
-            self._set_event(victim, "evicted")
-            await self.stop(victim.name)
+            async with drained(victim) as empty:
+                if not empty:
+                    raise SupervisorError(
+                        f"{self.ledger.no_room(name)}; {victim.name} still had requests in "
+                        f"flight after draining {victim.spec.drain_timeout:g}s "
+                        f"(models.{victim.name}.drain_timeout)"
+                    )
+                log.info("evicting %s (least recently used) to make room for %s",
+                         victim.name, name)  # fmt: skip
+                self._set_event(victim, "evicted")
+                await self.stop(victim.name)
             if victim.name != self.stack.baseline:
                 self._background_task(self.restore_baseline())
 
@@ -229,11 +242,22 @@ class Supervisor:
         if action == "sleep":
             return await self.put_away(name)
         if action == "unload":
-            return await self.stop(name)
+            return await self.unload(name)
         raise SupervisorError(f"unknown action {action!r}; use load, unload, sleep or wake")
 
+    async def unload(self, name: str) -> str:
+        """Stop a model once its requests in flight are done (drain.py), or after its
+        drain_timeout at the latest: an unload asked for always happens."""
+        async with drained(self.models[name]):
+            return await self.stop(name)
+
     async def put_away(self, name: str) -> str:
-        """Idle handling: sleep where the engine was started able to, otherwise stop."""
+        """Idle handling (and admin sleep): sleep where the engine was started able
+        to, otherwise stop; drained first, bounded like ``unload``."""
+        async with drained(self.models[name]):
+            return await self._put_away(name)
+
+    async def _put_away(self, name: str) -> str:
         runtime = self.models[name]
         if runtime.state is not ModelState.READY or not runtime.adapter.can_sleep(
             self._planned(name)

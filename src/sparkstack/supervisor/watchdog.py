@@ -106,4 +106,4 @@ class MemoryWatchdog:
             elif sup.evictable(runtime):
                 log.warning("%s: put away to free memory", runtime.name)
                 sup.note_event(runtime, "watchdog_put_away")
-                await sup.stop(runtime.name)
+                await sup.unload(runtime.name)  # idle: the drain is immediate

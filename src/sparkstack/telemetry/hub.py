@@ -240,7 +240,7 @@ class Telemetry:
             rss_bytes=measured,
             kv_cache_usage=engine.kv_usage if rt.state is ModelState.READY else None,
             running=int(engine.running) if engine.running is not None else rt.inflight,
-            waiting=int(engine.waiting or 0) + rt.waiting,
+            waiting=int(engine.waiting or 0) + rt.waiting + rt.queued,
             prompt_tok_s=_round(minute.prompt_tok_s) if minute else None,
             generation_tok_s=_round(minute.generation_tok_s) if minute else None,
             ttft_p50_ms=minute.ttft_p50_ms if minute else None,
