@@ -17,8 +17,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from sparkstack.cluster.head import fail_spanning, start_cluster
-from sparkstack.errors import SparkstackError, SupervisorError
+from sparkstack.cluster.head import RayHead, fail_spanning, start_cluster
+from sparkstack.errors import SupervisorError
 from sparkstack.gateway import build_app
 from sparkstack.gateway.fastserver import GatewayServer
 from sparkstack.gateway.keys import KeyIndex, KeyStore
@@ -28,7 +28,12 @@ from sparkstack.planner.plan import StackPlan
 from sparkstack.settings import Settings
 from sparkstack.stack.schema import Stack
 from sparkstack.supervisor import ModelRuntime, Supervisor
-from sparkstack.supervisor.run_file import ProcessIdentity, RunFile, kill_leftovers
+from sparkstack.supervisor.run_file import (
+    ProcessIdentity,
+    RayHeadRecord,
+    RunFile,
+    kill_left_behind,
+)
 from sparkstack.supervisor.watchdog import MemoryWatchdog, sampler_for
 from sparkstack.telemetry.hub import Telemetry
 
@@ -78,7 +83,7 @@ def claim_run_file(settings: Settings) -> None:
             f"a stack is already running (pid {existing.pid}, {existing.gateway_url}); "
             "run `sparkstack down` first"
         )
-    for name in kill_leftovers(existing.engines):
+    for name in kill_left_behind(existing):
         log.warning("killed leftover processes of %s from a stack that died", name)
     RunFile.remove(settings.run_file)
 
@@ -155,6 +160,13 @@ class Recorder:
                 engines[runtime.name] = identity
         self.run_file.write(self.settings.run_file)
 
+    def ray_head_started(self, head: RayHead) -> None:
+        pid = head.process.pid
+        identity = ProcessIdentity.of(pid) if pid is not None else None
+        if identity is not None:
+            self.run_file.ray_head = RayHeadRecord(identity, str(head.temp_dir))
+            self.run_file.write(self.settings.run_file)
+
     def event(self, runtime: ModelRuntime, event: str) -> None:
         self.metrics.event(runtime.name, event)
         if self.telemetry is not None:
@@ -198,12 +210,14 @@ async def _serve(
             supervisor.models, session, stack.gateway, keys, metrics, supervisor.wake,
             supervisor.control, telemetry,
         )  # fmt: skip
-        ray_head = await start_cluster(stack, settings)
+        ray_head: RayHead | None = None
         try:
+            ray_head = await start_cluster(stack, settings, recorder.ray_head_started)
             runner = await start_gateway(app, host, port)
-        except SparkstackError:
+        except BaseException:
             if ray_head is not None:
                 await ray_head.stop()
+            RunFile.remove(settings.run_file)  # written once the head started
             raise
         background = BackgroundTasks(stop)
         try:

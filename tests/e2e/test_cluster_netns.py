@@ -135,6 +135,70 @@ def test_bad_node_address_and_head_are_refused_before_any_model(
     assert "error: the head's Ray at 10.77.0.9:6379 does not answer" in joined.stderr
 
 
+RAY_NAMES = ("raylet", "gcs_server", "ray::", "ray start", "default_worker", "log_monitor")
+
+
+def ray_processes(host: Host, temp_dir: str) -> list[str]:
+    """Ray's processes left in ``host``'s namespace: by name, or naming the session folder."""
+    found = []
+    for pid in host.pids():
+        try:
+            proc = psutil.Process(pid)
+            line = " ".join(proc.cmdline())
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except psutil.Error:
+            continue
+        if temp_dir in line or any(name in f"{proc.name()} {line}" for name in RAY_NAMES):
+            found.append(f"{pid} {line[:120]}")
+    return found
+
+
+def test_down_stops_the_ray_head_of_a_sigkilled_up(
+    hosts: tuple[Host, Host], tmp_path: Path
+) -> None:
+    """Gap 2: `up` SIGKILLed leaves its Ray head (``ray start --block`` in a session
+    of its own); the run file records it, and `down` stops every process of it."""
+    head, worker = hosts
+    stack = tmp_path / "stack.yaml"
+    # only smol, on the head: the cluster is ready without the worker joining
+    stack.write_text(stack_text(head, worker, worker.address, join_timeout=300)
+                     .split("  standin:")[0])  # fmt: skip
+    state = tmp_path / "state"
+    port = GATEWAY_PORT + 1
+    argv = head.argv(*SPARKSTACK, "up", str(stack), "--listen", f"127.0.0.1:{port}")
+    try:
+        with (tmp_path / "up.out").open("wb") as out:
+            up = subprocess.Popen(argv, env=env_for(state), stdout=out, stderr=subprocess.STDOUT,
+                                  cwd=REPO)  # fmt: skip
+        deadline = time.monotonic() + 300
+        while '"status": "ok"' not in head.curl(f"http://127.0.0.1:{port}/health").stdout:
+            assert up.poll() is None and time.monotonic() < deadline, (
+                tmp_path / "up.out").read_text()  # fmt: skip
+            time.sleep(1)
+        record = json.loads((state / "run.json").read_text())["ray_head"]
+        temp_dir = record["temp_dir"]
+        leader = psutil.Process(record["leader"]["pid"])
+        tree = [leader, *leader.children(recursive=True)]
+        assert any(proc.name() == "raylet" for proc in tree), [p.name() for p in tree]
+        up.kill()
+        up.wait(timeout=30)
+        time.sleep(2)
+        assert ray_processes(head, temp_dir), "the Ray head died with `up` by itself"
+        down = subprocess.run(head.argv(*SPARKSTACK, "down"), env=env_for(state),
+                              capture_output=True, text=True, timeout=120, cwd=REPO)  # fmt: skip
+        assert down.returncode == 0, down.stderr
+        assert "killed leftover processes of the Ray head" in down.stdout, down.stdout
+        assert "killed leftover processes of smol" in down.stdout, down.stdout
+        assert not ray_processes(head, temp_dir)
+        assert not [proc for proc in tree if proc.is_running()
+                    and proc.status() != psutil.STATUS_ZOMBIE]  # fmt: skip
+        assert not Path(temp_dir).exists()
+        assert not (state / "run.json").exists()
+    finally:
+        head.kill_all()  # whatever is left, before the next test's Ray head
+
+
 @dataclass
 class Cluster:
     head: Host
