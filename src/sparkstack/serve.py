@@ -18,6 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from sparkstack.cluster.head import RayHead, fail_spanning, start_cluster
+from sparkstack.cluster.node_monitor import NodeMonitor
 from sparkstack.errors import SupervisorError
 from sparkstack.gateway import build_app
 from sparkstack.gateway.fastserver import GatewayServer
@@ -238,7 +239,16 @@ async def _serve(
             background.spawn("idle loop", supervisor.idle_loop())
             background.spawn("memory watchdog", watchdog.run())
             if ray_head is not None:
-                background.spawn("cluster watch", ray_head.watch(fail_spanning(supervisor)))
+                monitor = NodeMonitor(stack, settings)
+                telemetry.nodes = monitor.nodes
+                background.spawn("cluster nodes", monitor.run())
+                fail = fail_spanning(supervisor)
+
+                async def node_changed(node: str, why: str | None) -> None:
+                    monitor.mark(node, why)
+                    await fail(node, why)
+
+                background.spawn("cluster watch", ray_head.watch(node_changed))
             await stop.wait()
             log.info("shutting down")
         finally:

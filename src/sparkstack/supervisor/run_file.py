@@ -96,17 +96,22 @@ def kill_leftovers(engines: dict[str, ProcessIdentity]) -> list[str]:
 @dataclass(frozen=True)
 class RayHeadRecord:
     """The Ray head `up` started (issue 14): ``ray start --head --block`` leads the
-    process group of Ray's GCS server, raylet and workers, and every one of them
-    names Ray's session folder ``temp_dir`` (sparkstack's own, one per `up`) in its
-    command line. A SIGKILLed `up` leaves that head running; this finds it."""
+    process group of Ray's GCS server and raylet, whose command lines name Ray's
+    session folder ``temp_dir`` (sparkstack's own, one per `up`); the raylet's
+    workers are its children. A SIGKILLed `up` leaves that head running; this
+    finds it."""
 
     leader: ProcessIdentity
     temp_dir: str
 
     def processes(self) -> list[psutil.Process]:
-        """Live processes of this head: its group, and any process started after it
-        whose command line names its session folder (one that left the group)."""
+        """Live processes of this head: its group, their descendants (Ray starts its
+        workers in sessions of their own, titled ``ray::IDLE``), and any process
+        started after it whose command line names its session folder."""
         found = {proc.pid: proc for proc in self.leader.group()}
+        for member in list(found.values()):
+            with contextlib.suppress(psutil.Error):
+                found.update((child.pid, child) for child in member.children(recursive=True))
         marker = self.temp_dir.rstrip("/") + "/"
         for proc in psutil.process_iter(["pid", "create_time", "cmdline", "status"]):
             if proc.pid in found or proc.info["status"] == psutil.STATUS_ZOMBIE:
