@@ -337,6 +337,7 @@ def test_status_shows_each_node_its_memory_and_the_models_on_it(cluster: Cluster
     assert nodes["worker"]["models"] == ["standin", "spread"]
     shown = cluster.sparkstack("status")
     assert shown.returncode == 0, shown.stderr
+    (cluster.state / "status.out").write_text(shown.stdout)  # kept for reading
     lines = shown.stdout.splitlines()
     head_row = next(line for line in lines if line.startswith("head "))
     worker_row = next(line for line in lines if line.startswith("worker "))

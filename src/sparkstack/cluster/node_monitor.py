@@ -190,9 +190,13 @@ class NodeMonitor:
         ]  # fmt: skip
 
     async def run(self) -> None:
-        """Sample until cancelled; a driver that ends is started again."""
+        """Sample until cancelled; a driver that ends is started again. Nothing here
+        may stop the stack: the nodes then show their last sample."""
         while True:
-            await self._drive()
+            try:
+                await self._drive()
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("the cluster's node sampler failed: %r", exc)
             await asyncio.sleep(RESTART_S)
 
     async def _drive(self) -> None:
