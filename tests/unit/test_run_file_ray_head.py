@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from sparkstack.serve import claim_run_file
+from sparkstack.settings import Settings
 from sparkstack.supervisor.run_file import ProcessIdentity, RayHeadRecord, RunFile
 
 SLEEPER = "import sys, time; time.sleep(60)"
@@ -72,3 +74,25 @@ def test_a_run_file_without_a_ray_head_reads_as_none(tmp_path: Path) -> None:
     RunFile(up=me, gateway_url="http://127.0.0.1:1").write(tmp_path / "run.json")
     read = RunFile.read(tmp_path / "run.json")
     assert read is not None and read.ray_head is None
+
+
+def test_the_next_up_kills_the_ray_head_a_dead_up_left(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """claim_run_file (the start of `up`) after a SIGKILLed `up`: its Ray head goes."""
+    dead = subprocess.Popen(["true"])
+    dead_identity = ProcessIdentity.of(dead.pid)
+    dead.wait(timeout=10)
+    temp_dir = tmp_path / "ssray-7"
+    temp_dir.mkdir()
+    leader = subprocess.Popen(["python3", "-c", SLEEPER], start_new_session=True)
+    procs.append(leader)
+    time.sleep(0.3)
+    identity = ProcessIdentity.of(leader.pid)
+    assert identity is not None and dead_identity is not None
+    settings = Settings(home=tmp_path, state_dir=tmp_path / "state")
+    RunFile(up=dead_identity, gateway_url="http://127.0.0.1:1",
+            ray_head=RayHeadRecord(identity, str(temp_dir))).write(settings.run_file)  # fmt: skip
+    claim_run_file(settings)
+    leader.wait(timeout=5)
+    assert not settings.run_file.exists() and not temp_dir.exists()
