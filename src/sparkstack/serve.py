@@ -252,9 +252,7 @@ async def _serve(
             await stop.wait()
             log.info("shutting down")
         finally:
-            await _shut_down(background, runner, supervisor, settings)
-            if ray_head is not None:
-                log.info("stopped Ray head: %s", await ray_head.stop())
+            await _shut_down(background, runner, supervisor, settings, ray_head)
         if background.failure:
             raise SupervisorError(
                 f"the stack stopped because {background.failure}; every engine was stopped "
@@ -263,14 +261,25 @@ async def _serve(
 
 
 async def _shut_down(
-    background: BackgroundTasks, runner: GatewayServer, supervisor: Supervisor, settings: Settings
+    background: BackgroundTasks,
+    runner: GatewayServer,
+    supervisor: Supervisor,
+    settings: Settings,
+    ray_head: RayHead | None,
 ) -> None:
-    """Every step runs even when one before it fails; failures are reported."""
+    """Every step runs even when one before it fails; failures are reported. The run
+    file goes last, so a `down` after a kill midway still finds what is left."""
     steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
         ("background tasks", background.cancel_all),
         ("gateway", runner.cleanup),
         ("engines", supervisor.stop_all),
     ]
+    if ray_head is not None:
+
+        async def stop_head() -> None:
+            log.info("stopped Ray head: %s", await ray_head.stop())
+
+        steps.append(("Ray head", stop_head))
     for what, step in steps:
         try:
             await step()
