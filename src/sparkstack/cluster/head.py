@@ -160,13 +160,19 @@ class RayHead:
         return outcome
 
 
-async def start_cluster(stack: Stack, settings: Settings) -> RayHead | None:
-    """The stack's Ray head, started with every node joined; None without cluster:."""
+async def start_cluster(
+    stack: Stack, settings: Settings, on_started: Callable[[RayHead], None] | None = None
+) -> RayHead | None:
+    """The stack's Ray head, started with every node joined; None without cluster:.
+    ``on_started`` hears of the head as soon as its process runs (the run file
+    records it, so a SIGKILLed `up` does not leave it behind)."""
     if stack.cluster is None:
         return None
     head = RayHead(stack, settings)
     try:
         await head.start()
+        if on_started is not None:
+            on_started(head)
         await head.wait_for_nodes()
     except BaseException:
         await head.stop()

@@ -113,6 +113,22 @@ class EngineAdapter(ABC):
         """The process to start so that the engine serves ``spec`` on 127.0.0.1:``port``,
         with the planner's ``engine_args``/``engine_env`` when there is a plan."""
 
+    def launch_estimate(
+        self, spec: ModelSpec, planned: MemoryEstimate | None
+    ) -> MemoryEstimate | None:
+        """The plan as one engine process reads it; an engine whose memory flags count
+        per rank (a model over several GPUs or nodes) divides them here."""
+        return planned
+
+    def parallel_args(self, spec: ModelSpec) -> list[str]:
+        """Flags for the model's tensor/pipeline parallel sizes and its executor."""
+        return []
+
+    def launch_flags(self, spec: ModelSpec, planned: MemoryEstimate | None) -> list[str]:
+        """The plan's flags exactly as ``launch`` passes them (per rank, then the
+        parallel sizes): what ``sparkstack plan`` prints."""
+        return [*planned_parts(self.launch_estimate(spec, planned))[0], *self.parallel_args(spec)]
+
     def memory(
         self, facts: ModelFacts, spec: ModelSpec, machine: MachineProfile, free_at_start: int
     ) -> MemoryEstimate:

@@ -5,9 +5,7 @@ console script looks up the wrong distribution name), its memory model is in ``v
 from __future__ import annotations
 
 import json
-import math
 import re
-from dataclasses import replace
 
 import aiohttp
 
@@ -20,7 +18,7 @@ from sparkstack.engines.base import (
     last_match,
 )
 from sparkstack.engines.registry import register_engine
-from sparkstack.engines.vllm_memory import vllm_memory
+from sparkstack.engines.vllm_memory import per_rank, vllm_memory
 from sparkstack.errors import EngineError
 from sparkstack.machine import MachineProfile
 from sparkstack.modelfacts.facts import ModelFacts
@@ -70,8 +68,17 @@ class VllmEngine(EngineAdapter):
             # vLLM's own key covers only /v1...; the guard covers every path.
             head += ["--middleware", f"{GUARD_MODULE}.RequireKey"]
         return finish_launch(
-            spec, source, head, _per_rank(planned, spec.world_size), "/health", _parallel(spec)
-        )
+            spec, source, head, self.launch_estimate(spec, planned), "/health",
+            self.parallel_args(spec),
+        )  # fmt: skip
+
+    def launch_estimate(
+        self, spec: ModelSpec, planned: MemoryEstimate | None
+    ) -> MemoryEstimate | None:
+        return None if planned is None else per_rank(planned, spec.world_size)
+
+    def parallel_args(self, spec: ModelSpec) -> list[str]:
+        return _parallel(spec)
 
     supports_sleep = True
 
@@ -154,20 +161,3 @@ def _parallel(spec: ModelSpec) -> list[str]:
     if spec.spans_nodes:
         args += ["--distributed-executor-backend", "ray"]
     return args
-
-
-def _per_rank(planned: MemoryEstimate | None, ranks: int) -> MemoryEstimate | None:
-    """vLLM reads --kv-cache-memory-bytes and --gpu-memory-utilization per GPU: with
-    several ranks each holds 1/ranks of the weights and KV (plus its own runtime)."""
-    if planned is None or ranks == 1:
-        return planned
-    args = list(planned.engine_args)
-    if "--kv-cache-memory-bytes" in args:
-        at = args.index("--kv-cache-memory-bytes") + 1
-        args[at] = str(int(args[at]) // ranks)
-    if "--gpu-memory-utilization" in args:
-        at = args.index("--gpu-memory-utilization") + 1
-        shared = (planned.weights_bytes + planned.kv_bytes) / ranks
-        whole = float(args[at]) / max(planned.total_bytes, 1)  # utilization per byte
-        args[at] = f"{math.ceil((shared + planned.overhead_bytes) * whole * 100) / 100:.2f}"
-    return replace(planned, engine_args=args)

@@ -6,7 +6,7 @@ and the flags that size the pool (``--kv-cache-memory-bytes`` on GPUs,
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sparkstack.engines.base import MemoryEstimate, planned_shape
 from sparkstack.engines.gpu_estimates import CUDA_RUNTIME_BYTES, activation_peak, graph_spike
@@ -230,12 +230,7 @@ def vllm_memory(facts: ModelFacts, spec: ModelSpec, machine: MachineProfile) -> 
             "--gpu-memory-utilization", f"{utilization:.2f}",
             "--kv-cache-memory-bytes", str(pool),
         ]  # fmt: skip
-        if utilization > 0.9 and machine.unified:
-            notes.append(
-                f"--gpu-memory-utilization {utilization:.2f} on unified memory leaves the "
-                "OS little room (seed 002, wall 1)"
-            )
-    return MemoryEstimate(
+    estimate = MemoryEstimate(
         weights_bytes=weights,
         kv_bytes_per_token=kv_bytes_per_token(facts, dtype_bytes),
         kv_bytes=pool,
@@ -246,6 +241,34 @@ def vllm_memory(facts: ModelFacts, spec: ModelSpec, machine: MachineProfile) -> 
         engine_env=env,
         notes=notes,
     )
+    launched = per_rank(estimate, spec.world_size).engine_args
+    if "--gpu-memory-utilization" in launched and machine.unified:
+        utilization = float(launched[launched.index("--gpu-memory-utilization") + 1])
+        if utilization > 0.9:
+            each = " per rank" if spec.world_size > 1 else ""
+            notes.append(
+                f"--gpu-memory-utilization {utilization:.2f}{each} on unified memory leaves "
+                "the OS little room (seed 002, wall 1)"
+            )
+    return estimate
+
+
+def per_rank(planned: MemoryEstimate, ranks: int) -> MemoryEstimate:
+    """vLLM reads --kv-cache-memory-bytes and --gpu-memory-utilization per GPU: with
+    several ranks each holds 1/ranks of the weights and KV (plus its own runtime).
+    The one place these are divided: the launch and ``sparkstack plan`` both call it."""
+    if ranks == 1:
+        return planned
+    args = list(planned.engine_args)
+    if "--kv-cache-memory-bytes" in args:
+        at = args.index("--kv-cache-memory-bytes") + 1
+        args[at] = str(int(args[at]) // ranks)
+    if "--gpu-memory-utilization" in args:
+        at = args.index("--gpu-memory-utilization") + 1
+        shared = (planned.weights_bytes + planned.kv_bytes) / ranks
+        whole = float(args[at]) / max(planned.total_bytes, 1)  # utilization per byte
+        args[at] = f"{math.ceil((shared + planned.overhead_bytes) * whole * 100) / 100:.2f}"
+    return replace(planned, engine_args=args)
 
 
 def _flags(spec: ModelSpec, cpu: bool) -> tuple[list[str], dict[str, str], list[str]]:

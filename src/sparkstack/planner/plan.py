@@ -39,6 +39,11 @@ class ModelPlan(BaseModel):
     total_bytes: int = Field(default=0, description="weights + KV + overhead (resident).")
     engine_args: list[str] = Field(default_factory=list)
     engine_env: dict[str, str] = Field(default_factory=dict)
+    launch_args: list[str] = Field(
+        default_factory=list,
+        description="The plan's flags as the engine gets them: per rank for a model over "
+        "several GPUs or nodes (engine_args are the whole model's), then the parallel sizes.",
+    )
     context: int = 0
     concurrency: int = 1
     total_params: int = 0
@@ -163,6 +168,8 @@ def _plan_model(
     spec: ModelSpec, facts: ModelFacts | None, machine: MachineProfile, free: int
 ) -> ModelPlan:
     plan = ModelPlan(name=spec.name, engine=spec.engine, model=spec.model, policy=spec.policy.value)
+    plan.tensor_parallel_size = spec.tensor_parallel_size
+    plan.pipeline_parallel_size = spec.pipeline_parallel_size
     adapter = get_engine(spec.engine)
     if not adapter.managed or facts is None:
         plan.warnings.append("served elsewhere: uses no memory here")
@@ -176,6 +183,7 @@ def _plan_model(
     plan.overhead_bytes, plan.spike_bytes = estimate.overhead_bytes, estimate.spike_bytes
     plan.total_bytes = estimate.total_bytes
     plan.engine_args, plan.engine_env = estimate.engine_args, estimate.engine_env
+    plan.launch_args = adapter.launch_flags(spec, estimate)
     plan.context = spec.context or facts.max_context
     plan.concurrency = spec.concurrency or 1
     plan.total_params, plan.active_params = facts.total_params, facts.active_params

@@ -32,10 +32,14 @@ def render_plan(plan: StackPlan, explain: bool = False) -> str:
         )
     lines.append("")
     for p in plan.models:
-        flags = " ".join(p.engine_args)
+        flags = " ".join(p.launch_args)
         env = " ".join(f"{k}={v}" for k, v in p.engine_env.items())
+        ranks = p.tensor_parallel_size * p.pipeline_parallel_size
+        label = f"flags (each of its {ranks} ranks)" if ranks > 1 else "flags"
         if flags or env:
-            lines.append(f"{p.name} flags: {' '.join(x for x in (env, flags) if x)}")
+            lines.append(f"{p.name} {label}: {' '.join(x for x in (env, flags) if x)}")
+        if explain and ranks > 1 and p.engine_args:
+            lines.append(f"  whole model: {' '.join(p.engine_args)}")
         if p.image:
             source = f" ({p.image_source})" if explain and p.image_source else ""
             lines.append(f"{p.name} image: {p.image}{source}")

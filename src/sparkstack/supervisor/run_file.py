@@ -1,5 +1,6 @@
-"""The run file of a running `sparkstack up`: who `up` is, its gateway, and the
-engine process groups, so `status` and `down` can find them from another shell.
+"""The run file of a running `sparkstack up`: who `up` is, its gateway, the
+engine process groups and the Ray head it started (a stack with ``cluster:``), so
+`status` and `down` can find them from another shell.
 
 Every process is recorded with its start time and executable, not only its pid:
 after a crash a pid may be reused by an unrelated process, which `down` and `up`
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -91,6 +93,56 @@ def kill_leftovers(engines: dict[str, ProcessIdentity]) -> list[str]:
     return killed
 
 
+@dataclass(frozen=True)
+class RayHeadRecord:
+    """The Ray head `up` started (issue 14): ``ray start --head --block`` leads the
+    process group of Ray's GCS server and raylet, whose command lines name Ray's
+    session folder ``temp_dir`` (sparkstack's own, one per `up`); the raylet's
+    workers are its children. A SIGKILLed `up` leaves that head running; this
+    finds it."""
+
+    leader: ProcessIdentity
+    temp_dir: str
+
+    def processes(self) -> list[psutil.Process]:
+        """Live processes of this head: its group, their descendants (Ray starts its
+        workers in sessions of their own, titled ``ray::IDLE``), and any process
+        started after it whose command line names its session folder."""
+        found = {proc.pid: proc for proc in self.leader.group()}
+        for member in list(found.values()):
+            with contextlib.suppress(psutil.Error):
+                found.update((child.pid, child) for child in member.children(recursive=True))
+        marker = self.temp_dir.rstrip("/") + "/"
+        for proc in psutil.process_iter(["pid", "create_time", "cmdline", "status"]):
+            if proc.pid in found or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            born = proc.info["create_time"] or 0.0
+            if born + _START_TOLERANCE < self.leader.started:
+                continue
+            if any(marker in arg + "/" for arg in proc.info["cmdline"] or []):
+                found[proc.pid] = proc
+        return list(found.values())
+
+    def kill(self) -> bool:
+        """SIGKILL every process of this head and remove its session folder; whether
+        any process was left."""
+        members = self.processes()
+        for proc in members:
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(signal.SIGKILL)
+        psutil.wait_procs(members, timeout=5)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        return bool(members)
+
+
+def kill_left_behind(run: RunFile) -> list[str]:
+    """What a dead `up` left: its engine groups and its Ray head, killed; their names."""
+    killed = kill_leftovers(run.engines)
+    if run.ray_head is not None and run.ray_head.kill():
+        killed.append("the Ray head")
+    return killed
+
+
 def _exe(proc: psutil.Process) -> str:
     try:
         return proc.exe()
@@ -104,6 +156,7 @@ class RunFile:
     gateway_url: str
     engines: dict[str, ProcessIdentity] = field(default_factory=dict)
     """Engine process-group leaders by model name."""
+    ray_head: RayHeadRecord | None = None
 
     @property
     def pid(self) -> int:
@@ -123,6 +176,7 @@ class RunFile:
                 up=_identity(data["up"]),
                 gateway_url=str(data["gateway_url"]),
                 engines={str(k): _identity(v) for k, v in data.get("engines", {}).items()},
+                ray_head=_ray_head(data.get("ray_head")),
             )
         except FileNotFoundError:
             return None
@@ -145,3 +199,9 @@ def _identity(data: dict[str, object]) -> ProcessIdentity:
         exe=str(data["exe"]),
         cmdline=[str(arg) for arg in cmdline] if isinstance(cmdline, list) else [],
     )
+
+
+def _ray_head(data: object) -> RayHeadRecord | None:
+    if not isinstance(data, dict):
+        return None
+    return RayHeadRecord(leader=_identity(data["leader"]), temp_dir=str(data["temp_dir"]))

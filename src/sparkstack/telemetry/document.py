@@ -1,6 +1,7 @@
 """The status document of ``GET /admin/status`` (schema ``sparkstack.status/v1``;
 fields are only added): the machine's memory and watchdog, each model's state,
-memory, load and last-minute figures, and the recent events. ``sparkstack top``
+memory, load and last-minute figures, the recent events, and with ``cluster:``
+each node's state, memory and models. ``sparkstack top``
 and the dashboard read exactly this."""
 
 from __future__ import annotations
@@ -71,6 +72,32 @@ class ModelTelemetry(BaseModel):
     last_events: list[Event]
 
 
+class NodeStatus(BaseModel):
+    """One node of the stack's Ray cluster (a stack with ``cluster:``)."""
+
+    name: str
+    address: str
+    head: bool = False
+    state: str = Field(
+        description="alive, lost (its raylet stopped answering or Ray marked it dead), "
+        "absent (never joined), or unknown (no sample from Ray yet)."
+    )
+    cpus: float | None = Field(default=None, description="CPUs it offers Ray.")
+    gpus: float | None = Field(default=None, description="GPUs it offers Ray.")
+    memory_total_bytes: int | None = Field(
+        default=None, description="The node's memory, read on the node by a Ray task."
+    )
+    memory_available_bytes: int | None = Field(
+        default=None, description="Its available memory at the last sample."
+    )
+    ray_memory_bytes: int | None = Field(
+        default=None, description="Ray's logical 'memory' resource on the node."
+    )
+    models: list[str] = Field(default_factory=list, description="Models placed on it.")
+    sampled_at: float | None = Field(default=None, description="When Ray last reported it.")
+    detail: str | None = Field(default=None, description="Why it is lost or absent.")
+
+
 class StatusDocument(BaseModel):
     schema_version: str = SCHEMA
     time: float
@@ -78,3 +105,6 @@ class StatusDocument(BaseModel):
     machine: MachineStatus
     models: list[ModelTelemetry]
     events: list[Event]
+    nodes: list[NodeStatus] = Field(
+        default_factory=list, description="Cluster nodes (empty without cluster:)."
+    )

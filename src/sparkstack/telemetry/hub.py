@@ -21,6 +21,7 @@ from sparkstack.supervisor.watchdog import MemoryWatchdog
 from sparkstack.telemetry.document import (
     MachineStatus,
     ModelTelemetry,
+    NodeStatus,
     StatusDocument,
     WatchdogStatus,
 )
@@ -48,6 +49,8 @@ class GatewayCounters:
 
 
 GatewaySource = Callable[[], dict[str, GatewayCounters]]
+NodeSource = Callable[[], list[NodeStatus]]
+"""The cluster's nodes as last sampled (cluster.node_monitor, off the request path)."""
 HeldBytes = Callable[[ModelRuntime], int]
 
 
@@ -67,6 +70,7 @@ class Telemetry:
         self.window = Window()
         self.watchdog: MemoryWatchdog | None = None
         self.gateway: GatewaySource = lambda: {}
+        self.nodes: NodeSource = list
         self.engines: dict[str, EngineFigures] = {}
         self.measured: dict[str, int] = {}
         self.available: int | None = None
@@ -182,6 +186,7 @@ class Telemetry:
             machine=self._machine(),
             models=[self._model(rt) for rt in self.models.values()],
             events=self.events.last(50),
+            nodes=self.nodes(),
         )
 
     def _machine(self) -> MachineStatus:

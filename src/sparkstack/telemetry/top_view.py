@@ -1,7 +1,8 @@
 """What ``sparkstack top`` draws from one status document (pure: document in,
 rich renderable out): the memory bar with a segment per model plus other use,
-free space and the host reserve; the models table; tokens/s sparklines; the
-event log; the key help and the connection line."""
+free space and the host reserve; the models table; the cluster's nodes (a stack
+with ``cluster:``); tokens/s sparklines; the event log; the key help and the
+connection line."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sparkstack.telemetry.document import StatusDocument
+from sparkstack.telemetry.nodes_view import nodes_table
 
 COLORS = ("bright_blue", "yellow", "magenta", "green", "red", "cyan", "bright_white")
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -156,6 +158,8 @@ def render(doc: StatusDocument | None, view: View, width: int) -> RenderableType
         return Group(*parts)
     parts += [Text("memory", style="bold"), memory_bar(doc, max(10, width - 2)), Text("")]
     parts += [models_table(doc, view.selected), Text("")]
+    if doc.nodes:
+        parts += [Text("cluster nodes", style="bold"), nodes_table(doc.nodes), Text("")]
     parts.append(Text("generation tokens/s, last minute", style="bold"))
     for model in doc.models:
         line = sparkline(model.generation_history)

@@ -138,6 +138,20 @@ function renderModels(doc) {
   $("models").replaceChildren(...doc.models.map(card));
 }
 
+function renderNodes(doc) {
+  const nodes = doc.nodes || [];
+  $("nodes-section").hidden = nodes.length === 0;
+  $("nodes").replaceChildren(...nodes.map((n) => el("tr", { "data-node": n.name },
+    el("td", {}, n.name + (n.head ? " (head)" : "")),
+    el("td", {}, n.address),
+    el("td", {}, el("span", { class: "state " + (n.state === "alive" ? "ready" : "failed") }, n.state),
+      n.detail && n.state !== "alive" ? " " + n.detail : ""),
+    el("td", {}, n.gpus == null ? "–" : String(n.gpus)),
+    el("td", {}, n.memory_total_bytes == null ? "–"
+      : gib(n.memory_available_bytes) + " / " + gib(n.memory_total_bytes)),
+    el("td", {}, n.models.join(", ") || "–"))));
+}
+
 function renderEvents(doc) {
   const items = doc.events.slice().reverse().map((e) => el("li", {},
     el("span", {}, new Date(e.time * 1000).toLocaleTimeString()),
@@ -186,6 +200,7 @@ function render(doc) {
   doc.models.forEach((m, i) => { if (!colorOf[m.name]) colorOf[m.name] = COLORS[i % COLORS.length]; });
   renderMemory(doc);
   renderModels(doc);
+  renderNodes(doc);
   renderEvents(doc);
   $("chart-legend").replaceChildren(...doc.models.map((m) =>
     el("span", {}, el("i", { style: "background:" + colorOf[m.name] }), m.name)));
