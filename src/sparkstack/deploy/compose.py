@@ -73,6 +73,13 @@ def _cache_mount(config: ContainerConfig, from_hub: bool) -> list[str]:
     return [f"{hf_cache_dir().parent}:{HF_CACHE_IN_CONTAINER}"]
 
 
+def _shm_mount(config: ContainerConfig) -> list[str]:
+    """With ``ipc: host``, the host's /dev/shm bound as well: podman-compose (every
+    release to 1.6) drops ``ipc:``, and the engine would get podman's 64 MiB /dev/shm
+    (vLLM's shared-memory queues need more); docker with host IPC mounts the same."""
+    return ["/dev/shm:/dev/shm"] if config.ipc_host else []
+
+
 def _service(
     config: ContainerConfig,
     launch: LaunchSpec,
@@ -80,9 +87,11 @@ def _service(
     files: list[str],
     from_hub: bool,
 ) -> dict[str, Any]:
-    env = {k: _escape(v) for k, v in sorted(launch.env.items())}
+    env: dict[str, str | None] = {k: _escape(v) for k, v in sorted(launch.env.items())}
     for forwarded in FORWARDED_ENV:
-        env.setdefault(forwarded, f"${{{forwarded}:-}}")
+        # a bare name: the value from compose's own environment, unset when it has none
+        # (podman-compose before 1.0.6 leaves `${NAME:-}` unexpanded)
+        env.setdefault(forwarded, None)
     if key_env:
         env[key_env] = f"${{{ENGINE_KEY_ENV}:?set {ENGINE_KEY_ENV} in .env}}"
     service: dict[str, Any] = {
@@ -93,8 +102,14 @@ def _service(
         "shm_size": None if config.ipc_host else config.shm_size,
         "entrypoint": [launch.argv[0]],
         "command": [_escape(arg) for arg in launch.argv[1:]],
+        "env_file": [".env"],
         "environment": env,
-        "volumes": [*config.mounts, *_cache_mount(config, from_hub), *files],
+        "volumes": [
+            *config.mounts,
+            *_cache_mount(config, from_hub),
+            *_shm_mount(config),
+            *files,
+        ],
         "ulimits": {k: int(v) for k, v in config.ulimits.items()} or None,
         "labels": dict(config.labels),
         "restart": "unless-stopped",
