@@ -5,8 +5,9 @@ imported test image with the host's /usr, Python home, engine venvs and this
 checkout mounted read-only (no registry is reachable here; podman with runc and
 no default ulimits). podman-compose is the dev extra's (>= 1.0.6): Debian 12's
 1.0.3 adds its project network to `network_mode: host` services, which podman
-refuses. `down` runs, and every container of the project is removed, even when
-the test fails."""
+refuses. The engine key guard is mounted into both engines (from the project's
+guard/ folder): without the key every engine path answers 401. `down` runs, and
+every container of the project is removed, even when the test fails."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from tests.containers_support import (
     podman,
     smol_model,
 )
+from tests.e2e.test_engine_isolation import PATHS, status_of
 from tests.support import REPO
 
 pytestmark = [
@@ -58,6 +60,8 @@ class Project:
     conf: Path
     name: str
     url: str
+    engine_port: int
+    """smol's; minilm's is the next one."""
 
     def compose(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -110,9 +114,10 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     stack_file.write_text(json.dumps(data))
     (folder / "config").mkdir()
     out = folder / "project"
+    engine_port = free_port()
     result = subprocess.run(
         [sys.executable, "-m", "sparkstack", "export", "compose", str(stack_file), "--out-dir",
-         str(out), "--engine-port", str(free_port()), "--gateway-image", IMAGE,
+         str(out), "--engine-port", str(engine_port), "--gateway-image", IMAGE,
          "--gateway-command", f"{sys.executable} -m sparkstack"],
         capture_output=True, text=True, cwd=REPO, timeout=120,
         env={**os.environ, "SPARKSTACK_CONFIG_DIR": str(folder / "config")},
@@ -120,7 +125,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     assert result.returncode == 0, result.stderr
     (out / ".env").write_text(f"SPARKSTACK_ENGINE_KEY={ENGINE_KEY}\n")
     (out / ".env").chmod(0o600)
-    return Project(out, conf, name, f"http://{gateway}")
+    return Project(out, conf, name, f"http://{gateway}", engine_port)
 
 
 def post(url: str, payload: dict[str, object]) -> dict[str, object]:
@@ -159,4 +164,13 @@ def test_podman_compose_up_serves_the_demo_stack(project: Project) -> None:
         assert chat["choices"][0]["message"]["content"]  # type: ignore[index]
         vectors = answer(project, "/v1/embeddings", {"model": "minilm", "input": "hello"})
         assert len(vectors["data"][0]["embedding"]) == 384  # type: ignore[index]
+        # the key guard is in both engine containers: every path wants the key
+        ports = {"smol": project.engine_port, "minilm": project.engine_port + 1}
+        for model, paths in PATHS.items():
+            for method, path in paths:
+                url = f"http://127.0.0.1:{ports[model]}{path}"
+                assert status_of(url, method) == 401, (model, method, path)
+        for model, path in (("smol", "/openapi.json"), ("minilm", "/metrics")):
+            url = f"http://127.0.0.1:{ports[model]}{path}"
+            assert status_of(url, "GET", key=ENGINE_KEY) == 200, (model, path)
     assert project.containers() == []  # `down` left nothing behind

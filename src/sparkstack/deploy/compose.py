@@ -12,17 +12,28 @@ either file."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
 from sparkstack import __version__
-from sparkstack.containers.config import HF_CACHE_IN_CONTAINER, ContainerConfig, container_config
+from sparkstack.containers.config import (
+    HF_CACHE_IN_CONTAINER,
+    ContainerConfig,
+    container_config,
+    guard_mount,
+)
 from sparkstack.containers.launch import FORWARDED_ENV, engine_launch
 from sparkstack.deploy.weights import is_repo_id
-from sparkstack.engines.base import LaunchSpec
+from sparkstack.engines.base import (
+    GUARD_DIR,
+    GUARD_IN_CONTAINER,
+    GUARD_MODULE,
+    EngineAdapter,
+    LaunchSpec,
+)
 from sparkstack.engines.registry import get_engine
 from sparkstack.errors import SparkstackError
 from sparkstack.modelfacts.hub import hf_cache_dir
@@ -80,6 +91,23 @@ def _shm_mount(config: ContainerConfig) -> list[str]:
     return ["/dev/shm:/dev/shm"] if config.ipc_host else []
 
 
+def _guarded(launch: LaunchSpec) -> bool:
+    return GUARD_IN_CONTAINER in launch.env.get("PYTHONPATH", "").split(":")
+
+
+def _guard_from_bundle(
+    bundle: ComposeBundle, config: ContainerConfig, adapter: EngineAdapter, launch: LaunchSpec
+) -> ContainerConfig:
+    """The key guard from the project's own ``guard/`` folder rather than from this
+    host's sparkstack install, so the project can be copied to another machine."""
+    mounts = [m for m in config.mounts if m not in guard_mount(adapter)]
+    if _guarded(launch):
+        guard_file = f"{GUARD_MODULE}.py"
+        bundle.files[f"guard/{guard_file}"] = (GUARD_DIR / guard_file).read_text(encoding="utf-8")
+        mounts.append(f"./guard:{GUARD_IN_CONTAINER}:ro")
+    return replace(config, mounts=mounts)
+
+
 def _service(
     config: ContainerConfig,
     launch: LaunchSpec,
@@ -94,6 +122,8 @@ def _service(
         env.setdefault(forwarded, None)
     if key_env:
         env[key_env] = f"${{{ENGINE_KEY_ENV}:?set {ENGINE_KEY_ENV} in .env}}"
+        if _guarded(launch):  # the guard reads the same key
+            env[ENGINE_KEY_ENV] = env[key_env]
     service: dict[str, Any] = {
         "image": config.image,
         "container_name": config.name,
@@ -147,6 +177,7 @@ def compose_bundle(
             local = f"files/{name}-{PurePosixPath(path).name}"
             bundle.files[local] = text
             files.append(f"./{local}:{path}:ro")
+        config = _guard_from_bundle(bundle, config, adapter, launch)
         services[name] = _service(
             config, launch, adapter.internal_key_env, files, is_repo_id(spec.model)
         )
