@@ -36,7 +36,10 @@ def podman(conf: Path, *args: str, check: bool = True) -> subprocess.CompletedPr
 
 def build_image(folder: Path, conf: Path) -> str:
     """A rootfs of empty folders and the merged-/usr symlinks (shell and libc come
-    from the host's /usr, mounted read-only), imported as IMAGE."""
+    from the host's /usr, mounted read-only), imported as IMAGE unless it is there
+    already (its content never changes: change IMAGE's tag if it ever does)."""
+    if podman(conf, "image", "exists", IMAGE, check=False).returncode == 0:
+        return IMAGE
     tar_path = folder / "rootfs.tar"
     with tarfile.open(tar_path, "w") as tar:
         for name in ("usr", "tmp", "etc", "proc", "sys", "dev", "root", "run", "var", "var/tmp"):

@@ -27,6 +27,7 @@ from tests.containers_support import (
     smol_model,
     stack_containers,
 )
+from tests.e2e.test_engine_isolation import PATHS, status_of
 from tests.support import UpProcess, get_json, start_up
 
 pytestmark = pytest.mark.engines
@@ -115,6 +116,26 @@ def test_no_secret_in_any_argv(up: UpProcess, conf: Path) -> None:
     for proc in psutil.process_iter(["cmdline"]):
         argv = " ".join(proc.info["cmdline"] or [])
         assert not any(secret in argv for secret in secrets), argv
+
+
+def test_each_container_engine_refuses_every_path_without_its_key(
+    up: UpProcess, client: openai.OpenAI
+) -> None:
+    """The key guard is mounted into the containers too (README, security): vLLM's
+    /metrics, /sleep, ... and llama.cpp's /docs refuse a caller without the key, as
+    the native engines do (test_engine_isolation), while the gateway serves both."""
+    rows = json.loads(up.sparkstack("status", "--json").stdout)["models"]
+    ports = {row["name"]: row["port"] for row in rows}
+    for name, paths in PATHS.items():
+        for method, path in paths:
+            url = f"http://127.0.0.1:{ports[name]}{path}"
+            assert status_of(url, method) == 401, (name, method, path)
+            assert status_of(url, method, key="not-the-key") == 401, (name, method, path)
+    reply = client.chat.completions.create(
+        model="smol", messages=[{"role": "user", "content": "Say hi."}], max_tokens=4
+    )
+    assert reply.choices[0].message.content
+    assert len(client.embeddings.create(model="minilm", input="hi").data[0].embedding) == 384
 
 
 def test_kill_mid_stream_errors_within_a_second_and_restarts(

@@ -63,6 +63,11 @@ def test_compose_config_accepts_the_export(stack: str, tmp_path: Path) -> None:
         if model["engine"] != "trtllm":  # TensorRT-LLM's server takes no key
             keyed.add(model["name"])
             assert "sk-test" in service["environment"].values()  # from .env, by reference
+            # the key guard from the project's own folder, on every vLLM path
+            assert service["environment"]["SPARKSTACK_ENGINE_KEY"] == "sk-test"
+            assert f"{out}/guard:/opt/sparkstack/guard:ro" in service["volumes"]
+            assert command[-2:] == ["--middleware", "sparkstack_engine_guard.RequireKey"]
+    assert (out / "guard" / "sparkstack_engine_guard.py").is_file() == bool(keyed)
     assert "sk-test" not in (out / "compose.yaml").read_text()
     gateway = services["gateway"]
     assert gateway["network_mode"] == "host" and gateway["depends_on"]

@@ -73,6 +73,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         "--host": "loopback only, behind the gateway",
         "--port": "a free port picked at start",
         "--model": "vLLM's --model instead of `vllm serve`'s positional model (same server)",
+        "--middleware": "the engine key guard (mounted read-only): the key on every path, "
+        "vLLM's own --api-key covers only /v1",
     },
 }
 EXPECTED["seed002-qwen36-35b-fp8"] = {

@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sparkstack.engines.base import EngineAdapter, container_image
+from sparkstack.engines.base import GUARD_DIR, GUARD_IN_CONTAINER, EngineAdapter, container_image
 from sparkstack.errors import SupervisorError
 from sparkstack.stack.schema import ContainerCli, ContainerSpec, ModelSpec, Runtime, Stack
 from sparkstack.stack.sources import resolve_model_source
@@ -113,6 +113,11 @@ def _model_mounts(spec: ModelSpec, defaults: ContainerSpec) -> tuple[list[str], 
     return mounts, notes
 
 
+def guard_mount(adapter: EngineAdapter) -> list[str]:
+    """The key guard's folder, read-only, where the engine's PYTHONPATH finds it."""
+    return [f"{GUARD_DIR}:{GUARD_IN_CONTAINER}:ro"] if adapter.takes_guard else []
+
+
 def container_config(
     stack: Stack, spec: ModelSpec, adapter: EngineAdapter, stack_id: str, cuda: bool
 ) -> ContainerConfig:
@@ -144,7 +149,7 @@ def container_config(
         ipc_host=defaults.ipc_host,
         shm_size=shm,
         ulimits=dict(defaults.ulimits),
-        mounts=[*mounts, *defaults.mounts],
+        mounts=[*mounts, *guard_mount(adapter), *defaults.mounts],
         run_args=list(defaults.run_args),
         pull=defaults.pull,
         notes=notes,

@@ -4,10 +4,17 @@ the container settings, the stack's label and the record of created containers."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from sparkstack.containers.config import ContainerConfig, container_config, runtime_of
-from sparkstack.engines.base import EngineAdapter, LaunchSpec, MemoryEstimate, container_image
+from sparkstack.engines.base import (
+    GUARD_IN_CONTAINER,
+    EngineAdapter,
+    LaunchSpec,
+    MemoryEstimate,
+    container_image,
+)
 from sparkstack.settings import Settings
 from sparkstack.stack.schema import ModelSpec, Runtime, Stack
 
@@ -32,10 +39,22 @@ def engine_launch(
     settings: Settings,
     planned: MemoryEstimate | None,
 ) -> LaunchSpec:
-    """The adapter's launch; in a container, with the image's engine command."""
-    if runtime_of(stack, spec) is Runtime.CONTAINER and not spec.command:
+    """The adapter's launch; in a container, with the image's engine command (or the
+    stack's ``command:``) made to load the key guard where the engine can."""
+    if runtime_of(stack, spec) is not Runtime.CONTAINER:
+        return adapter.launch(spec, port, settings, planned)
+    if not spec.command:
         spec = spec.model_copy(update={"command": list(adapter.container_command)})
-    return adapter.launch(spec, port, settings, planned)
+    return with_guard(adapter, adapter.launch(spec, port, settings, planned))
+
+
+def with_guard(adapter: EngineAdapter, launch: LaunchSpec) -> LaunchSpec:
+    """The guard from its read-only mount (``container_config``) on PYTHONPATH."""
+    argv = adapter.guarded_argv(launch.argv) if adapter.takes_guard else None
+    if argv is None:
+        return launch
+    path = ":".join(filter(None, [GUARD_IN_CONTAINER, launch.env.get("PYTHONPATH")]))
+    return replace(launch, argv=argv, env={**launch.env, "PYTHONPATH": path})
 
 
 def engine_container(

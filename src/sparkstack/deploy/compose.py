@@ -12,17 +12,28 @@ either file."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
 from sparkstack import __version__
-from sparkstack.containers.config import HF_CACHE_IN_CONTAINER, ContainerConfig, container_config
+from sparkstack.containers.config import (
+    HF_CACHE_IN_CONTAINER,
+    ContainerConfig,
+    container_config,
+    guard_mount,
+)
 from sparkstack.containers.launch import FORWARDED_ENV, engine_launch
 from sparkstack.deploy.weights import is_repo_id
-from sparkstack.engines.base import LaunchSpec
+from sparkstack.engines.base import (
+    GUARD_DIR,
+    GUARD_IN_CONTAINER,
+    GUARD_MODULE,
+    EngineAdapter,
+    LaunchSpec,
+)
 from sparkstack.engines.registry import get_engine
 from sparkstack.errors import SparkstackError
 from sparkstack.modelfacts.hub import hf_cache_dir
@@ -73,6 +84,30 @@ def _cache_mount(config: ContainerConfig, from_hub: bool) -> list[str]:
     return [f"{hf_cache_dir().parent}:{HF_CACHE_IN_CONTAINER}"]
 
 
+def _shm_mount(config: ContainerConfig) -> list[str]:
+    """With ``ipc: host``, the host's /dev/shm bound as well: podman-compose (every
+    release to 1.6) drops ``ipc:``, and the engine would get podman's 64 MiB /dev/shm
+    (vLLM's shared-memory queues need more); docker with host IPC mounts the same."""
+    return ["/dev/shm:/dev/shm"] if config.ipc_host else []
+
+
+def _guarded(launch: LaunchSpec) -> bool:
+    return GUARD_IN_CONTAINER in launch.env.get("PYTHONPATH", "").split(":")
+
+
+def _guard_from_bundle(
+    bundle: ComposeBundle, config: ContainerConfig, adapter: EngineAdapter, launch: LaunchSpec
+) -> ContainerConfig:
+    """The key guard from the project's own ``guard/`` folder rather than from this
+    host's sparkstack install, so the project can be copied to another machine."""
+    mounts = [m for m in config.mounts if m not in guard_mount(adapter)]
+    if _guarded(launch):
+        guard_file = f"{GUARD_MODULE}.py"
+        bundle.files[f"guard/{guard_file}"] = (GUARD_DIR / guard_file).read_text(encoding="utf-8")
+        mounts.append(f"./guard:{GUARD_IN_CONTAINER}:ro")
+    return replace(config, mounts=mounts)
+
+
 def _service(
     config: ContainerConfig,
     launch: LaunchSpec,
@@ -80,11 +115,15 @@ def _service(
     files: list[str],
     from_hub: bool,
 ) -> dict[str, Any]:
-    env = {k: _escape(v) for k, v in sorted(launch.env.items())}
+    env: dict[str, str | None] = {k: _escape(v) for k, v in sorted(launch.env.items())}
     for forwarded in FORWARDED_ENV:
-        env.setdefault(forwarded, f"${{{forwarded}:-}}")
+        # a bare name: the value from compose's own environment, unset when it has none
+        # (podman-compose before 1.0.6 leaves `${NAME:-}` unexpanded)
+        env.setdefault(forwarded, None)
     if key_env:
         env[key_env] = f"${{{ENGINE_KEY_ENV}:?set {ENGINE_KEY_ENV} in .env}}"
+        if _guarded(launch):  # the guard reads the same key
+            env[ENGINE_KEY_ENV] = env[key_env]
     service: dict[str, Any] = {
         "image": config.image,
         "container_name": config.name,
@@ -93,8 +132,14 @@ def _service(
         "shm_size": None if config.ipc_host else config.shm_size,
         "entrypoint": [launch.argv[0]],
         "command": [_escape(arg) for arg in launch.argv[1:]],
+        "env_file": [".env"],
         "environment": env,
-        "volumes": [*config.mounts, *_cache_mount(config, from_hub), *files],
+        "volumes": [
+            *config.mounts,
+            *_cache_mount(config, from_hub),
+            *_shm_mount(config),
+            *files,
+        ],
         "ulimits": {k: int(v) for k, v in config.ulimits.items()} or None,
         "labels": dict(config.labels),
         "restart": "unless-stopped",
@@ -132,6 +177,7 @@ def compose_bundle(
             local = f"files/{name}-{PurePosixPath(path).name}"
             bundle.files[local] = text
             files.append(f"./{local}:{path}:ro")
+        config = _guard_from_bundle(bundle, config, adapter, launch)
         services[name] = _service(
             config, launch, adapter.internal_key_env, files, is_repo_id(spec.model)
         )

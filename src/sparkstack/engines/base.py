@@ -27,6 +27,8 @@ from sparkstack.stack.sources import resolve_model_source
 GUARD_DIR = Path(__file__).parent / "guard"
 """Holds ``sparkstack_engine_guard.py``, put on the engine's PYTHONPATH (see there)."""
 GUARD_MODULE = "sparkstack_engine_guard"
+GUARD_IN_CONTAINER = "/opt/sparkstack/guard"
+"""Where GUARD_DIR is mounted (read-only) in an engine's container."""
 ENGINE_KEY_ENV = "SPARKSTACK_ENGINE_KEY"
 """The guard reads the engine's key from here; the supervisor sets it per engine."""
 
@@ -105,6 +107,13 @@ class EngineAdapter(ABC):
     reports_stream_usage: ClassVar[bool] = True
     """False when the engine ignores ``stream_options.include_usage``; the gateway then
     adds the usage chunk, with prompt tokens from ``count_prompt_tokens``."""
+    takes_guard: ClassVar[bool] = False
+    """The engine's Python can load the key guard (``guarded_argv``)."""
+
+    def guarded_argv(self, argv: list[str]) -> list[str] | None:
+        """``argv`` (a command not made by sparkstack, e.g. the image's) changed to load
+        the guard from the engine's PYTHONPATH; None when that command cannot take it."""
+        return None
 
     @abstractmethod
     def launch(

@@ -29,11 +29,20 @@ _KV_LINE = re.compile(r"llama_kv_cache: size =\s+[\d.]+ MiB \(\s*(\d+) cells")
 _TOKENIZE_TIMEOUT = aiohttp.ClientTimeout(total=30)
 
 
+SERVER_MODULE = "llama_cpp.server"
+
+
+def _with_guard(command: list[str]) -> list[str]:
+    """``PYTHON -m MODULE`` -> ``PYTHON -m sparkstack_engine_guard MODULE``:
+    llama-cpp-python has no middleware hook, so the guard wraps its uvicorn.run."""
+    return [*command[:2], GUARD_MODULE, *command[2:]]
+
+
 @register_engine
 class LlamaCppEngine(EngineAdapter):
     name = "llamacpp"
     default_image = None  # no official llama-cpp-python image: set image:
-    container_command = ["python3", "-m", "llama_cpp.server"]
+    container_command = ["python3", "-m", SERVER_MODULE]
     reports_stream_usage = False
     internal_key_env = "API_KEY"  # llama-cpp-python's ServerSettings.api_key
     routes = {
@@ -41,6 +50,12 @@ class LlamaCppEngine(EngineAdapter):
         "/tokenize": "/extras/tokenize",
         "/detokenize": "/extras/detokenize",
     }
+
+    takes_guard = True
+
+    def guarded_argv(self, argv: list[str]) -> list[str] | None:
+        """Only ``PYTHON -m llama_cpp.server ...`` can be wrapped."""
+        return _with_guard(argv) if argv[1:3] == ["-m", SERVER_MODULE] else None
 
     def launch(
         self, spec: ModelSpec, port: int, settings: Settings, planned: MemoryEstimate | None
@@ -51,12 +66,11 @@ class LlamaCppEngine(EngineAdapter):
             spec,
             settings,
             venv="llamacpp",
-            module="llama_cpp.server",
+            module=SERVER_MODULE,
             install_hint="run scripts/install.sh (builds llama-cpp-python[server])",
         )
         if spec.command is None:
-            # llama-cpp-python has no middleware hook: the guard wraps its uvicorn.run.
-            command = [*command[:-1], GUARD_MODULE, command[-1]]
+            command = _with_guard(command)
         threads = str(os.cpu_count() or 1)
         fallback = [] if planned else ["--n_ctx", str(spec.context or DEFAULT_CONTEXT)]
         head = [

@@ -27,6 +27,8 @@ from sparkstack.stack.schema import ModelSpec
 from sparkstack.stack.sources import resolve_model_source
 
 _KV_LINE = re.compile(r"KV cache size: ([\d,]+) tokens")
+GUARD_ARGS = ["--middleware", f"{GUARD_MODULE}.RequireKey"]
+"""vLLM's own key covers only /v1...; the guard (vLLM's middleware hook) every path."""
 
 
 @register_engine
@@ -65,8 +67,7 @@ class VllmEngine(EngineAdapter):
             "--port", str(port),
         ]  # fmt: skip
         if spec.command is None:
-            # vLLM's own key covers only /v1...; the guard covers every path.
-            head += ["--middleware", f"{GUARD_MODULE}.RequireKey"]
+            head += GUARD_ARGS
         return finish_launch(
             spec, source, head, self.launch_estimate(spec, planned), "/health",
             self.parallel_args(spec),
@@ -81,6 +82,11 @@ class VllmEngine(EngineAdapter):
         return _parallel(spec)
 
     supports_sleep = True
+    takes_guard = True
+
+    def guarded_argv(self, argv: list[str]) -> list[str] | None:
+        """Any vLLM API server takes the middleware, whatever starts it."""
+        return argv if GUARD_ARGS[1] in argv else [*argv, *GUARD_ARGS]
 
     def can_sleep(self, planned: MemoryEstimate | None) -> bool:
         return planned is not None and "--enable-sleep-mode" in planned.engine_args
