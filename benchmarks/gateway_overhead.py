@@ -106,10 +106,17 @@ def pinned(cores: set[int] | None) -> Callable[[], None] | None:
 
 
 def load(
-    url: str, concurrency: int, seconds: float, stream: bool, key: str | None, layout: Layout
+    url: str,
+    concurrency: int,
+    seconds: float,
+    stream: bool,
+    key: str | None,
+    layout: Layout | None = None,
 ) -> dict[str, float]:
     """Closed-loop load from ``len(layout.clients)`` processes (one at concurrency 1)
-    measuring the same interval; latencies merged exactly."""
+    measuring the same interval; latencies merged exactly. No layout: one
+    process, wherever the scheduler puts it."""
+    layout = layout or Layout(None, None, None, [None])
     processes = 1 if concurrency == 1 else min(len(layout.clients), concurrency)
     shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
     start_at = time.time() + 1.0 + 0.05 * processes
