@@ -196,7 +196,7 @@ async def _serve(
         recorder.telemetry = telemetry
         app = build_app(
             supervisor.models, session, stack.gateway, keys, metrics, supervisor.wake,
-            supervisor.control, telemetry,
+            supervisor.control, telemetry, settings,
         )  # fmt: skip
         ray_head = await start_cluster(stack, settings)
         try:

@@ -47,7 +47,7 @@ class Relay:
     async def forward(
         self, ctx: RequestContext, down: Downstream, runtime: ModelRuntime, path: str
     ) -> None:
-        headers = {"Content-Type": JSON}
+        headers = {"Content-Type": JSON, "x-request-id": ctx.request_id}
         if runtime.api_key:
             headers["Authorization"] = f"Bearer {runtime.api_key}"
         counter = None
@@ -75,6 +75,7 @@ class Relay:
                     f"The engine of model {runtime.name!r} broke off its answer ({exc})."
                 ) from exc
             self.metrics.bytes_out[runtime.name] += len(data)
+            ctx.bytes_out = len(data)
             status = upstream.status
             if status >= 400:
                 if status >= 500:
@@ -134,7 +135,8 @@ class Relay:
             async for chunk in upstream.iter_chunks():
                 runtime.last_byte = time.monotonic()
                 if not sent:
-                    self.metrics.ttft[name].observe(time.perf_counter() - ctx.started)
+                    ctx.ttft = time.perf_counter() - ctx.started
+                    self.metrics.ttft[name].observe(ctx.ttft)
                 await down.write(counter.feed(chunk) if counter else chunk)
                 sent += len(chunk)
                 tail = chunk
@@ -148,4 +150,5 @@ class Relay:
                 await down.write(sse_error_event(error))
         finally:
             self.metrics.bytes_out[name] += sent
+            ctx.bytes_out = sent
         await down.end()

@@ -26,6 +26,7 @@ from sparkstack.stack.schema import Policy, Stack
 from sparkstack.supervisor import idle_policy, restarts
 from sparkstack.supervisor.ledger import MemoryLedger, evictable
 from sparkstack.supervisor.lifecycle import EngineLifecycle
+from sparkstack.supervisor.load_times import LoadTimes
 from sparkstack.supervisor.runtime import ModelRuntime, ModelState
 
 log = logging.getLogger("sparkstack.supervisor")
@@ -55,13 +56,16 @@ class Supervisor:
             name: ModelRuntime(spec=spec, adapter=get_engine(spec.engine))
             for name, spec in stack.models.items()
         }
+        self.load_times = LoadTimes(settings.load_times_file)
         for name, runtime in self.models.items():
             runtime.image = engine_image(stack, runtime.spec, runtime.adapter)
+            runtime.expected_load_seconds = self.load_times.expected(runtime.spec)
             if not runtime.adapter.managed:
                 runtime.state = ModelState.READY
             planned = next((m for m in plan.models if m.name == name), None) if plan else None
             if planned is not None:
                 runtime.decode_ceiling_tok_s = planned.decode_ceiling_tok_s
+                runtime.planned_bytes = planned.total_bytes
         self.ledger = MemoryLedger(plan, self.models)
         self.lifecycle = EngineLifecycle(
             settings, session, self._set, self._set_event, self._after_crash,
@@ -107,8 +111,20 @@ class Supervisor:
         runtime = self.models[name]
         async with self._locks[name]:
             if runtime.state is not ModelState.READY:
-                await self.lifecycle.start(runtime, self._planned(name))
+                runtime.load_started = began = time.monotonic()
+                try:
+                    await self.lifecycle.start(runtime, self._planned(name))
+                finally:
+                    runtime.load_started = 0.0
+                await self._learn_load_time(runtime, time.monotonic() - began)
             return runtime
+
+    async def _learn_load_time(self, runtime: ModelRuntime, seconds: float) -> None:
+        """Remember a cold start's duration (load_times.py), for /v1/models and the
+        Retry-After and progress of requests that wait for the next start."""
+        runtime.last_load_seconds = round(seconds, 3)
+        runtime.expected_load_seconds = self.load_times.record(runtime.spec, seconds)
+        await asyncio.to_thread(self.load_times.write, self.load_times.dumps())
 
     def _planned(self, name: str) -> MemoryEstimate | None:
         if self.plan is None:
