@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from pathlib import Path
 
 from openai.types.chat import ChatCompletionChunk
@@ -16,7 +17,7 @@ from sparkstack.engines.registry import get_engine
 from sparkstack.gateway.access_log import AccessEntry, AccessLog, format_entry
 from sparkstack.gateway.context import RequestContext
 from sparkstack.gateway.log_follow import Position, read_new, tail_lines
-from sparkstack.gateway.request_id import accept_request_id, new_request_id
+from sparkstack.gateway.request_id import accept_request_id, forwardable, new_request_id
 from sparkstack.gateway.wait_progress import progress_event, retry_after
 from sparkstack.stack import load_stack_text
 from sparkstack.stack.schema import ModelSpec
@@ -38,9 +39,12 @@ def test_request_ids_keep_a_sane_client_id_and_replace_others() -> None:
     assert accept_request_id("trace-42.a:b/c") == "trace-42.a:b/c"
     for bad in ("", None, "a b", "x" * 129, "id\r\nx-evil: 1", "ümlaut", 'q"uote'):
         made = accept_request_id(bad)
-        assert made != bad and made.count("-") == 1
+        assert made != bad and str(uuid.UUID(made)) == made  # UUID-shaped
     first, second = new_request_id(), new_request_id()
-    assert first != second and first.split("-")[0] == second.split("-")[0]
+    assert first != second and first[:18] == second[:18]
+    # an engine that refuses ids other than UUIDs gets only those
+    assert forwardable(first, uuid_only=True) and forwardable("trace-1", uuid_only=False)
+    assert not forwardable("trace-1", uuid_only=True)
 
 
 def test_access_lines_are_json_with_every_field() -> None:

@@ -105,6 +105,9 @@ class EngineAdapter(ABC):
     reports_stream_usage: ClassVar[bool] = True
     """False when the engine ignores ``stream_options.include_usage``; the gateway then
     adds the usage chunk, with prompt tokens from ``count_prompt_tokens``."""
+    request_ids_as_uuid: ClassVar[bool] = False
+    """True when the engine refuses (400) an ``x-request-id`` that is not a UUID; the
+    gateway then forwards only ids in that shape (its own are)."""
 
     @abstractmethod
     def launch(

@@ -35,6 +35,7 @@ class LlamaCppEngine(EngineAdapter):
     default_image = None  # no official llama-cpp-python image: set image:
     container_command = ["python3", "-m", "llama_cpp.server"]
     reports_stream_usage = False
+    request_ids_as_uuid = True  # llama-cpp-python's starlette-context RequestIdPlugin
     internal_key_env = "API_KEY"  # llama-cpp-python's ServerSettings.api_key
     routes = {
         **EngineAdapter.routes,

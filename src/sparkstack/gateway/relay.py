@@ -20,6 +20,7 @@ from sparkstack.gateway.openai_errors import (
     sse_error_event,
     upstream_error,
 )
+from sparkstack.gateway.request_id import forwardable
 from sparkstack.gateway.request_target import upstream_target
 from sparkstack.gateway.stream_usage import UsageCounter, wants_stream_usage
 from sparkstack.gateway.upstream import (
@@ -47,7 +48,9 @@ class Relay:
     async def forward(
         self, ctx: RequestContext, down: Downstream, runtime: ModelRuntime, path: str
     ) -> None:
-        headers = {"Content-Type": JSON, "x-request-id": ctx.request_id}
+        headers = {"Content-Type": JSON}
+        if forwardable(ctx.request_id, runtime.adapter.request_ids_as_uuid):
+            headers["x-request-id"] = ctx.request_id
         if runtime.api_key:
             headers["Authorization"] = f"Bearer {runtime.api_key}"
         counter = None
@@ -75,7 +78,6 @@ class Relay:
                     f"The engine of model {runtime.name!r} broke off its answer ({exc})."
                 ) from exc
             self.metrics.bytes_out[runtime.name] += len(data)
-            ctx.bytes_out = len(data)
             status = upstream.status
             if status >= 400:
                 if status >= 500:
@@ -83,6 +85,7 @@ class Relay:
                 if not is_openai_error(content_type, data):
                     data = error_json(engine_error(runtime.name, status, content_type, data))
                     content_type = JSON
+            ctx.bytes_out = len(data)
             await down.send(status, content_type, data)
         finally:
             upstream.close()
