@@ -16,15 +16,14 @@ _SAFE = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 _UUID = re.compile(
     r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
 )
-_RANDOM = secrets.token_hex(8)
-_PREFIX = f"{_RANDOM[:8]}-{_RANDOM[8:12]}-{_RANDOM[12:]}"
+_RANDOM = secrets.token_hex(10)
+_PREFIX = f"{_RANDOM[:8]}-{_RANDOM[8:12]}-{_RANDOM[12:16]}-{_RANDOM[16:]}-"
 _COUNTER = itertools.count(1)
-_LOW = (1 << 48) - 1
 
 
 def new_request_id() -> str:
-    n = next(_COUNTER)
-    return f"{_PREFIX}-{n >> 48 & 0xFFFF:04x}-{n & _LOW:012x}"
+    """80 random bits per process, then a 48-bit counter."""
+    return f"{_PREFIX}{next(_COUNTER):012x}"
 
 
 def accept_request_id(given: str | None) -> str:
