@@ -58,7 +58,7 @@ class GatewayError(SparkstackError):
         error_type: str,
         code: str | None = None,
         param: str | None = None,
-        headers: dict[str, str] | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -66,8 +66,8 @@ class GatewayError(SparkstackError):
         self.error_type = error_type
         self.code = code
         self.param = param
-        self.headers = headers
-        """Extra response headers (``Retry-After``)."""
+        self.retry_after = retry_after
+        """Seconds for a Retry-After header (a refusal that passes with time)."""
 
 
 class TelemetryError(SparkstackError):

@@ -238,7 +238,7 @@ async def _serve(
                             recorder.note)  # fmt: skip
         app = build_app(
             supervisor.models, session, stack.gateway, keys, metrics, supervisor.wake,
-            supervisor.control, telemetry, reloader.reload,
+            supervisor.control, telemetry, reloader.reload, settings,
         )  # fmt: skip
 
         def follow_reload() -> None:

@@ -56,6 +56,16 @@ class Settings:
     def log_dir(self) -> Path:
         return self.state_dir / "logs"
 
+    @property
+    def gateway_log_file(self) -> Path:
+        """The gateway's access log, one JSON object per request."""
+        return self.log_dir / "gateway.jsonl"
+
+    @property
+    def load_times_file(self) -> Path:
+        """Past start durations per model (the expected load time in /v1/models)."""
+        return self.state_dir / "load_times.json"
+
     @classmethod
     def from_env(cls) -> Settings:
         home = os.environ.get("SPARKSTACK_HOME")

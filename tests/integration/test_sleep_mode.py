@@ -91,3 +91,28 @@ def test_idle_model_sleeps_and_wakes(tmp_path: Path, unified: bool, level: int) 
     finally:
         up.sparkstack("down")
         up.kill()
+
+
+def test_models_list_shows_sleeping_and_back(tmp_path: Path) -> None:
+    """Issue 15, point 3: /v1/models tells stopped, ready, sleeping and ready again,
+    and the expected load time learned from the one cold start."""
+    up = start(tmp_path, unified=True)
+
+    def listed() -> dict[str, object]:
+        data = get_json(up.url + "/v1/models")["data"]
+        assert isinstance(data, list)
+        return dict(next(m for m in data if m["id"] == "llama"))
+
+    try:
+        assert listed()["state"] == "stopped" and listed()["expected_load_seconds"] is None
+        chat(up)
+        ready = listed()
+        assert ready["state"] == "ready" and ready["expected_load_seconds"] is not None
+        wait_for(up, "sleeping")
+        assert listed()["state"] == "sleeping"
+        chat(up)  # woken from sleep: no new start is learned
+        assert listed()["state"] == "ready"
+        assert listed()["last_load_seconds"] == ready["last_load_seconds"]
+    finally:
+        up.sparkstack("down")
+        up.kill()

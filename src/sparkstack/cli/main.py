@@ -278,8 +278,12 @@ def wake(name: str) -> None:
 @click.option("-n", "--lines", default=50, show_default=True)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
 def logs(name: str, lines: int, follow: bool) -> None:
-    """Print the log of model NAME."""
-    path = Settings.from_env().log_dir / f"{name}.log"
+    """Print the log of model NAME, or with NAME `gateway` the gateway's access log
+    (one JSON object per request)."""
+    settings = Settings.from_env()
+    path = settings.log_dir / f"{name}.log"
+    if name == "gateway" and not path.exists():
+        path = settings.gateway_log_file
     if not path.exists():
         raise SparkstackError(f"no log for {name!r} at {path}; is the name right?")
     with path.open("r", encoding="utf-8", errors="replace") as handle:

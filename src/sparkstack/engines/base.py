@@ -115,6 +115,10 @@ class EngineAdapter(ABC):
         the guard from the engine's PYTHONPATH; None when that command cannot take it."""
         return None
 
+    request_ids_as_uuid: ClassVar[bool] = False
+    """True when the engine refuses (400) an ``x-request-id`` that is not a UUID; the
+    gateway then forwards only ids in that shape (its own are)."""
+
     @abstractmethod
     def launch(
         self, spec: ModelSpec, port: int, settings: Settings, planned: MemoryEstimate | None

@@ -44,6 +44,7 @@ class LlamaCppEngine(EngineAdapter):
     default_image = None  # no official llama-cpp-python image: set image:
     container_command = ["python3", "-m", SERVER_MODULE]
     reports_stream_usage = False
+    request_ids_as_uuid = True  # llama-cpp-python's starlette-context RequestIdPlugin
     internal_key_env = "API_KEY"  # llama-cpp-python's ServerSettings.api_key
     routes = {
         **EngineAdapter.routes,

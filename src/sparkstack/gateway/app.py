@@ -14,10 +14,12 @@ from aiohttp.typedefs import Handler
 
 from sparkstack.engines.registry import forwarded_routes
 from sparkstack.errors import GatewayError, SparkstackError
+from sparkstack.gateway.access_log import AccessLog, access_middleware, set_request_id_header
 from sparkstack.gateway.auth import Authorizer
 from sparkstack.gateway.guard import PREFLIGHT_HEADERS, AccessGuard
 from sparkstack.gateway.keys import KeyIndex
 from sparkstack.gateway.limits import Limiter
+from sparkstack.gateway.log_follow import LogFollower
 from sparkstack.gateway.metrics import GatewayMetrics, relabel
 from sparkstack.gateway.model_queue import ModelQueues
 from sparkstack.gateway.openai_errors import error_response
@@ -27,6 +29,7 @@ from sparkstack.gateway.request_target import check_target
 from sparkstack.gateway.routing import Router
 from sparkstack.gateway.status import gateway_counters, models_list
 from sparkstack.gateway.wake import Waker
+from sparkstack.settings import Settings
 from sparkstack.stack.schema import GatewaySpec, Policy
 from sparkstack.supervisor.runtime import ModelRuntime, ModelState
 from sparkstack.telemetry.assets import asset
@@ -113,6 +116,8 @@ async def not_found(request: web.Request) -> web.StreamResponse:
     allowed = known_routes().get(request.path)
     if allowed is None and request.path.startswith("/admin/models/"):
         allowed = "POST"
+    elif allowed is None and request.path.startswith("/admin/logs/"):
+        allowed = "GET"
     if allowed is not None:
         return error_response(
             GatewayError(
@@ -209,6 +214,23 @@ def add_telemetry(
     app.router.add_get("/ui/{asset}", dashboard)
 
 
+def add_logs(app: web.Application, follower: LogFollower, access: AccessLog | None) -> None:
+    """``/admin/logs/{model}`` and the access log's flusher."""
+
+    async def start_access_log(app: web.Application) -> None:
+        if access is not None:
+            access.start()
+
+    async def stop_access_log(app: web.Application) -> None:
+        if access is not None:
+            await access.stop()
+
+    app.on_startup.append(start_access_log)
+    app.on_shutdown.append(follower.close)
+    app.on_cleanup.append(stop_access_log)
+    app.router.add_get("/admin/logs/{model}", openai_errors(follower.handle))
+
+
 def health_handler(
     models: dict[str, ModelRuntime], keys: KeyIndex | None
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -243,7 +265,10 @@ def build_app(
     admin: AdminControl | None = None,
     telemetry: Telemetry | None = None,
     reload: ReloadAction | None = None,
+    settings: Settings | None = None,
 ) -> web.Application:
+    """``settings``: where the access log goes and the engines' logs are (without
+    them no access log and no ``/admin/logs``)."""
     spec = spec or GatewaySpec()
     metrics = metrics or GatewayMetrics()
     telemetry = telemetry or Telemetry(models)
@@ -252,9 +277,15 @@ def build_app(
     auth = Authorizer(keys)
     limiter = Limiter(max_inflight=spec.max_inflight)
     queues = ModelQueues(models, spec.max_inflight, metrics)
-    forwarder = Forwarder(router, session, auth, limiter, metrics, spec, waker, queues)
+    access = AccessLog(settings.gateway_log_file) if settings is not None else None
+    forwarder = Forwarder(router, session, auth, limiter, metrics, spec, waker, queues, access)
     guard = AccessGuard(spec, lambda: auth.enabled)
-    app = web.Application(client_max_size=max_body, middlewares=[guard_middleware(guard)])
+    app = web.Application(
+        client_max_size=max_body,
+        middlewares=[access_middleware(access, frozenset(forwarded_routes())),
+                     guard_middleware(guard)],
+    )  # fmt: skip
+    app.on_response_prepare.append(set_request_id_header)
     app[METRICS_KEY] = metrics
     app[FORWARDER_KEY] = forwarder
     app[GUARD_KEY] = guard
@@ -265,10 +296,12 @@ def build_app(
 
     app.on_cleanup.append(close_pool)
     add_telemetry(app, telemetry, auth, metrics, session)
+    if settings is not None:
+        add_logs(app, LogFollower(router, auth, settings), access)
 
     async def list_models(request: web.Request) -> web.Response:
         key = auth.check(request)
-        entries = models_list(models)
+        entries = models_list(models, telemetry.measured)
         if key is not None and key.models is not None:
             entries = [
                 m for m in entries

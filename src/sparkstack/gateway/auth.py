@@ -6,6 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from sparkstack.errors import GatewayError
+from sparkstack.gateway.access_log import KEY_NAME
 from sparkstack.gateway.guard import check_duplicates
 from sparkstack.gateway.keys import KeyIndex, KeyRecord
 
@@ -27,7 +28,10 @@ class Authorizer:
         values = request.headers.getall("Authorization", [])
         if len(values) > 1:
             raise check_duplicates("Authorization")
-        return self.check_header(values[0] if values else None, admin)
+        record = self.check_header(values[0] if values else None, admin)
+        if record is not None:
+            request[KEY_NAME] = record.name  # for the access log; never the key
+        return record
 
     def check_header(self, header: str | None, admin: bool = False) -> KeyRecord | None:
         """Once keys are required, a missing, empty or damaged key file refuses everything."""

@@ -33,6 +33,12 @@ class RequestContext:
     model: str = ""
     payload: dict[str, Any] = field(default_factory=dict)
     runtime: ModelRuntime | None = None
+    request_id: str = ""
+    """The client's x-request-id as sent; the id in use once ``Forwarder`` accepted it."""
+    ttft: float | None = None
+    """Seconds until the first streamed byte was relayed (streams only)."""
+    bytes_out: int = 0
+    """Body bytes answered to the client."""
 
 
 class Downstream(ABC):
@@ -42,6 +48,10 @@ class Downstream(ABC):
     """An allowed foreign browser origin, echoed in Access-Control-Allow-Origin."""
     status: int = 499
     """The status answered; 499 until one is (the client went away first)."""
+    request_id: str = ""
+    """Sent back as x-request-id."""
+    retry_after: int | None = None
+    """Seconds sent as Retry-After with the answer (a refused wait for a load)."""
 
     @property
     @abstractmethod
@@ -49,9 +59,7 @@ class Downstream(ABC):
         """Whether the status line already went out (errors must then go in-band)."""
 
     @abstractmethod
-    async def send(
-        self, status: int, content_type: str, body: bytes, headers: dict[str, str] | None = None
-    ) -> None: ...
+    async def send(self, status: int, content_type: str, body: bytes) -> None: ...
 
     @abstractmethod
     async def start_stream(self, status: int, content_type: str) -> None: ...

@@ -23,10 +23,17 @@ class Connection(Protocol):
     async def drain(self) -> None: ...
 
 
-def _head(status: int, content_type: str, keep_alive: bool, cors: str | None) -> bytes:
+def _head(
+    status: int, content_type: str, keep_alive: bool, cors: str | None,
+    request_id: str = "", retry_after: int | None = None,
+) -> bytes:  # fmt: skip
     head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\n" % (
         status, _REASONS.get(status, b"Unknown"), content_type.encode("latin-1"),
     )  # fmt: skip
+    if request_id:
+        head += b"x-request-id: %s\r\n" % request_id.encode("latin-1")
+    if retry_after is not None:
+        head += b"Retry-After: %d\r\n" % retry_after
     if not keep_alive:
         head += b"Connection: close\r\n"
     if cors:
@@ -34,15 +41,9 @@ def _head(status: int, content_type: str, keep_alive: bool, cors: str | None) ->
     return head
 
 
-def _extra(headers: dict[str, str]) -> bytes:
-    return "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode("latin-1")
-
-
 def error_answer(error: GatewayError, keep_alive: bool = False) -> bytes:
     body = error_json(error)
-    head = _head(error.status, JSON, keep_alive, None)
-    if error.headers:
-        head += _extra(error.headers)
+    head = _head(error.status, JSON, keep_alive, None, retry_after=error.retry_after)
     return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
@@ -67,14 +68,11 @@ class Answer(Downstream):
         if transport is not None and not transport.is_closing():
             transport.write(data)
 
-    async def send(
-        self, status: int, content_type: str, body: bytes, headers: dict[str, str] | None = None
-    ) -> None:
+    async def send(self, status: int, content_type: str, body: bytes) -> None:
         self.status = status
         self._started = self.complete = True
-        head = _head(status, content_type, self.keep_alive, self.cors_origin)
-        if headers:
-            head += _extra(headers)
+        head = _head(status, content_type, self.keep_alive, self.cors_origin,
+                     self.request_id, self.retry_after)  # fmt: skip
         self._write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
         await self.conn.drain()
 
@@ -83,7 +81,7 @@ class Answer(Downstream):
         self._started = True
         if not self.http11:
             self.keep_alive = False  # HTTP/1.0: the stream ends with the connection
-        head = _head(status, content_type, self.keep_alive, self.cors_origin)
+        head = _head(status, content_type, self.keep_alive, self.cors_origin, self.request_id)
         if self.http11:
             self.chunked = True
             self._write(head + _STREAM + b"\r\n")

@@ -442,6 +442,7 @@ class GatewayProtocol(asyncio.Protocol):
         content_type = headers.get(b"content-type")
         authorization = headers.get(b"authorization")
         priority = headers.get(b"x-sparkstack-priority")
+        request_id = headers.get(b"x-request-id")
         body = incoming.body[0] if len(incoming.body) == 1 else b"".join(incoming.body)
         ctx = RequestContext(
             path=incoming.path,
@@ -450,6 +451,7 @@ class GatewayProtocol(asyncio.Protocol):
             authorization=authorization.decode("latin-1") if authorization is not None else None,
             content_type=content_type.decode("latin-1") if content_type is not None else None,
             priority=priority.decode("latin-1") if priority is not None else None,
+            request_id=request_id.decode("latin-1") if request_id is not None else "",
         )
         down = Answer(self, incoming.keep_alive, incoming.http11)
         down.cors_origin = incoming.cors

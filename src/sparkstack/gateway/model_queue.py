@@ -123,7 +123,7 @@ class ModelQueue:
                 f"(models.{self.name}.queue_timeout) behind {self.queued} others and "
                 f"{self.running} in flight; retry later.",
                 status=503, error_type="server_overloaded", code="model_queue_timeout",
-                headers={"Retry-After": str(self.retry_after())},
+                retry_after=self.retry_after(),
             )  # fmt: skip
         return time.monotonic() - began
 
@@ -152,7 +152,7 @@ class ModelQueue:
             f"(models.{self.name}.max_inflight) and {self.queued} queued, its queue's limit "
             f"(models.{self.name}.max_queue); retry after the Retry-After seconds.",
             status=429, error_type="requests", code="model_queue_full",
-            headers={"Retry-After": str(self.retry_after())},
+            retry_after=self.retry_after(),
         )  # fmt: skip
 
     # -- inner workings ------------------------------------------------------------

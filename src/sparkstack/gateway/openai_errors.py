@@ -26,7 +26,10 @@ def error_json(error: GatewayError) -> bytes:
 
 
 def error_response(error: GatewayError) -> web.Response:
-    return web.json_response(error_body(error), status=error.status, headers=error.headers)
+    response = web.json_response(error_body(error), status=error.status)
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
 
 
 def sse_error_event(error: GatewayError) -> bytes:

@@ -20,6 +20,7 @@ import aiohttp
 from aiohttp import web
 
 from sparkstack.errors import GatewayError
+from sparkstack.gateway.access_log import AccessLog
 from sparkstack.gateway.auth import Authorizer
 from sparkstack.gateway.context import JSON, Downstream, RequestContext
 from sparkstack.gateway.guard import check_content_type, check_duplicates
@@ -34,6 +35,7 @@ from sparkstack.gateway.model_queue import (
 from sparkstack.gateway.openai_errors import error_json, sse_error_event, too_large
 from sparkstack.gateway.payload import parse_payload
 from sparkstack.gateway.relay import Relay
+from sparkstack.gateway.request_id import accept_request_id
 from sparkstack.gateway.request_target import check_target
 from sparkstack.gateway.routing import Router
 from sparkstack.gateway.wake import Waker, WakeWaiter
@@ -54,7 +56,9 @@ class Forwarder:
         spec: GatewaySpec,
         waker: Waker | None = None,
         queues: ModelQueues | None = None,
+        access: AccessLog | None = None,
     ) -> None:
+        self.access = access
         self.router = router
         self.auth = auth
         self.limiter = limiter
@@ -68,6 +72,7 @@ class Forwarder:
 
     async def serve(self, ctx: RequestContext, down: Downstream) -> None:
         """Answer one request; never raises a GatewayError."""
+        ctx.request_id = down.request_id = accept_request_id(ctx.request_id)
         try:
             await self._serve(ctx, down)
         except GatewayError as exc:
@@ -75,7 +80,12 @@ class Forwarder:
                 await down.write(sse_error_event(exc))
                 await down.end()
             else:
-                await down.send(exc.status, JSON, error_json(exc), exc.headers)
+                body = error_json(exc)
+                ctx.bytes_out, down.retry_after = len(body), exc.retry_after
+                await down.send(exc.status, JSON, body)
+        finally:
+            if self.access is not None:
+                self.access.request_done(ctx, down)
 
     async def _serve(self, ctx: RequestContext, down: Downstream) -> None:
         check_content_type(ctx.content_type)
@@ -166,6 +176,7 @@ class Forwarder:
             authorization=request.headers.get("Authorization"),
             content_type=request.headers.get("Content-Type"),
             priority=request.headers.get(PRIORITY_HEADER),
+            request_id=request.headers.get("X-Request-Id", ""),
         )
         await self.serve(ctx, down)
         assert down.response is not None
@@ -183,6 +194,10 @@ class AiohttpDownstream(Downstream):
 
     def _headers(self, content_type: str) -> dict[str, str]:
         headers = {"Content-Type": content_type}
+        if self.request_id:
+            headers["X-Request-Id"] = self.request_id
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(self.retry_after)
         if self.cors_origin:
             headers["Access-Control-Allow-Origin"] = self.cors_origin
             headers["Vary"] = "Origin"
@@ -193,12 +208,9 @@ class AiohttpDownstream(Downstream):
         assert self.response is not None
         return self.response
 
-    async def send(
-        self, status: int, content_type: str, body: bytes, headers: dict[str, str] | None = None
-    ) -> None:
+    async def send(self, status: int, content_type: str, body: bytes) -> None:
         self.status = status
-        all_headers = self._headers(content_type) | (headers or {})
-        self.response = web.Response(body=body, status=status, headers=all_headers)
+        self.response = web.Response(body=body, status=status, headers=self._headers(content_type))
 
     async def start_stream(self, status: int, content_type: str) -> None:
         self.status = status

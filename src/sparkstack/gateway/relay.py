@@ -20,6 +20,7 @@ from sparkstack.gateway.openai_errors import (
     sse_error_event,
     upstream_error,
 )
+from sparkstack.gateway.request_id import forwardable
 from sparkstack.gateway.request_target import upstream_target
 from sparkstack.gateway.stream_usage import UsageCounter, wants_stream_usage
 from sparkstack.gateway.upstream import (
@@ -48,6 +49,8 @@ class Relay:
         self, ctx: RequestContext, down: Downstream, runtime: ModelRuntime, path: str
     ) -> None:
         headers = {"Content-Type": JSON}
+        if forwardable(ctx.request_id, runtime.adapter.request_ids_as_uuid):
+            headers["x-request-id"] = ctx.request_id
         if runtime.api_key:
             headers["Authorization"] = f"Bearer {runtime.api_key}"
         counter = None
@@ -82,6 +85,7 @@ class Relay:
                 if not is_openai_error(content_type, data):
                     data = error_json(engine_error(runtime.name, status, content_type, data))
                     content_type = JSON
+            ctx.bytes_out = len(data)
             await down.send(status, content_type, data)
         finally:
             upstream.close()
@@ -134,7 +138,8 @@ class Relay:
             async for chunk in upstream.iter_chunks():
                 runtime.last_byte = time.monotonic()
                 if not sent:
-                    self.metrics.ttft[name].observe(time.perf_counter() - ctx.started)
+                    ctx.ttft = time.perf_counter() - ctx.started
+                    self.metrics.ttft[name].observe(ctx.ttft)
                 await down.write(counter.feed(chunk) if counter else chunk)
                 sent += len(chunk)
                 tail = chunk
@@ -148,4 +153,5 @@ class Relay:
                 await down.write(sse_error_event(error))
         finally:
             self.metrics.bytes_out[name] += sent
+            ctx.bytes_out = sent
         await down.end()

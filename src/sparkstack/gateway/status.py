@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from sparkstack.gateway.metrics import BUCKETS, GatewayMetrics
 from sparkstack.supervisor.process import tree_rss
-from sparkstack.supervisor.runtime import ModelRuntime
+from sparkstack.supervisor.runtime import ModelRuntime, ModelState
 from sparkstack.telemetry.hub import GatewayCounters
 from sparkstack.telemetry.window import Buckets
 
@@ -53,10 +53,17 @@ def model_status(runtime: ModelRuntime) -> ModelStatus:
     )
 
 
-def models_list(models: dict[str, ModelRuntime]) -> list[dict[str, object]]:
-    """The ``/v1/models`` entries: every model and alias, with its state."""
+def models_list(
+    models: dict[str, ModelRuntime], measured: dict[str, int] | None = None
+) -> list[dict[str, object]]:
+    """The ``/v1/models`` entries: every model and alias, with the OpenAI fields
+    first, then what a client needs to decide whether to wait: its state, planned
+    and measured memory (``measured``: the telemetry's last sample of each running
+    engine's resident bytes), how long its starts take, and a running start's age."""
     data: list[dict[str, object]] = []
+    now = time.monotonic()
     for runtime in models.values():
+        loading = runtime.load_started > 0 and runtime.state is ModelState.STARTING
         for name in runtime.spec.names:
             entry: dict[str, object] = {
                 "id": name,
@@ -65,7 +72,16 @@ def models_list(models: dict[str, ModelRuntime]) -> list[dict[str, object]]:
                 "owned_by": "sparkstack",
                 "engine": runtime.spec.engine,
                 "state": runtime.state.value,
+                "policy": runtime.spec.policy.value,
+                "planned_bytes": runtime.planned_bytes,
+                "measured_bytes": (measured or {}).get(runtime.name) if runtime.pid else None,
+                "expected_load_seconds": runtime.expected_load_seconds,
+                "last_load_seconds": runtime.last_load_seconds,
             }
+            if loading:
+                entry["loading_seconds"] = round(now - runtime.load_started, 1)
+            if runtime.error:
+                entry["error"] = runtime.error
             if name != runtime.name:
                 entry["alias_of"] = runtime.name
             if runtime.image:

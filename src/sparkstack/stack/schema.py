@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -78,6 +78,12 @@ class GatewaySpec(_Strict):
     )
     keepalive_interval: Seconds = Field(
         default=2.0, description="SSE comment interval for streams waiting on a wake."
+    )
+    wait_progress: Literal["comments", "events"] = Field(
+        default="comments",
+        description="What a stream waiting for its model to load gets every keepalive_interval: "
+        "SSE comments, or events (chat.completion.chunk / text_completion chunks with an "
+        "empty delta and a sparkstack_progress object: queue position, elapsed, expected).",
     )
     connect_timeout: Seconds = Field(default=30.0, description="Upstream connect timeout.")
     read_timeout: Seconds = Field(

@@ -176,7 +176,10 @@ class Reloader:
         sup = self.supervisor
         async with sup.room:
             old = {name: sup.models[name] for name in [*diff.removed, *diff.changed]}
-            fresh = {name: new_runtime(new, plan, name) for name in [*diff.added, *diff.changed]}
+            fresh = {
+                name: new_runtime(new, plan, name, sup.load_times)
+                for name in [*diff.added, *diff.changed]
+            }
             sup.replace(new, plan, fresh, diff.removed)
             self.on_models()
             for name in diff.removed:

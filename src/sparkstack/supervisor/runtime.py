@@ -60,6 +60,14 @@ class ModelRuntime:
     """The planner's single-stream decode ceiling (memory bandwidth / bytes per token)."""
     image: str | None = None
     """The container image it runs in (None for a native process)."""
+    planned_bytes: int | None = None
+    """The plan's resident total for this model (None without a plan)."""
+    expected_load_seconds: float | None = None
+    """How long a start is expected to take, learned from past starts (load_times.py)."""
+    last_load_seconds: float | None = None
+    """How long its last start took (launch until ready, warm-up included)."""
+    load_started: float = 0.0
+    """time.monotonic() when the start under way began (0: none under way)."""
     upstream_model: str = field(init=False)
     api_key: str | None = field(init=False)
 

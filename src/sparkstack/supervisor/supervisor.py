@@ -28,6 +28,7 @@ from sparkstack.supervisor import baseline, idle_policy, restarts
 from sparkstack.supervisor.drain import drained
 from sparkstack.supervisor.ledger import MemoryLedger, evictable
 from sparkstack.supervisor.lifecycle import EngineLifecycle
+from sparkstack.supervisor.load_times import LoadTimes
 from sparkstack.supervisor.runtime import ModelRuntime, ModelState
 
 log = logging.getLogger("sparkstack.supervisor")
@@ -53,8 +54,9 @@ class Supervisor:
         self.on_change = on_change
         self.plan = plan
         self.on_event = on_event
+        self.load_times = LoadTimes(settings.load_times_file)
         self.models: dict[str, ModelRuntime] = {
-            name: new_runtime(stack, plan, name) for name in stack.models
+            name: new_runtime(stack, plan, name, self.load_times) for name in stack.models
         }
         self.ledger = MemoryLedger(plan, self.models)
         self.lifecycle = EngineLifecycle(
@@ -128,8 +130,20 @@ class Supervisor:
         runtime = self.models[name]
         async with self._locks[name]:
             if runtime.state is not ModelState.READY:
-                await self.lifecycle.start(runtime, self._planned(name))
+                runtime.load_started = began = time.monotonic()
+                try:
+                    await self.lifecycle.start(runtime, self._planned(name))
+                finally:
+                    runtime.load_started = 0.0
+                await self._learn_load_time(runtime, time.monotonic() - began)
             return runtime
+
+    async def _learn_load_time(self, runtime: ModelRuntime, seconds: float) -> None:
+        """Remember a cold start's duration (load_times.py), for /v1/models and the
+        Retry-After and progress of requests that wait for the next start."""
+        runtime.last_load_seconds = round(seconds, 3)
+        runtime.expected_load_seconds = self.load_times.record(runtime.spec, seconds)
+        await asyncio.to_thread(self.load_times.write, self.load_times.dumps())
 
     def _planned(self, name: str) -> MemoryEstimate | None:
         if self.plan is None:
@@ -379,17 +393,21 @@ class Supervisor:
             self.on_change(runtime)
 
 
-def new_runtime(stack: Stack, plan: StackPlan | None, name: str) -> ModelRuntime:
+def new_runtime(
+    stack: Stack, plan: StackPlan | None, name: str, load_times: LoadTimes
+) -> ModelRuntime:
     """The runtime of model ``name`` of ``stack``, not started (an external one is
-    ready at once)."""
+    ready at once), expecting the load time its past starts took."""
     spec = stack.models[name]
     runtime = ModelRuntime(spec=spec, adapter=get_engine(spec.engine))
     runtime.image = engine_image(stack, spec, runtime.adapter)
+    runtime.expected_load_seconds = load_times.expected(spec)
     if not runtime.adapter.managed:
         runtime.state = ModelState.READY
     planned = next((m for m in plan.models if m.name == name), None) if plan else None
     if planned is not None:
         runtime.decode_ceiling_tok_s = planned.decode_ceiling_tok_s
+        runtime.planned_bytes = planned.total_bytes
     return runtime
 
 
