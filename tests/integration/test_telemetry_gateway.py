@@ -52,10 +52,14 @@ async def test_status_document_events_and_dashboard(
                 url + "/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {user}"}
             ) as r:
                 assert r.status == 200
-        await asyncio.sleep(1.2)  # one more telemetry sample
-        async with client.get(url + "/admin/status", headers=auth) as r:
-            assert r.status == 200
-            doc = await r.json()
+        for _ in range(50):  # until a telemetry sample (once a second) has seen them
+            async with client.get(url + "/admin/status", headers=auth) as r:
+                assert r.status == 200
+                doc = await r.json()
+            seen = next(m for m in doc["models"] if m["name"] == "stub")
+            if seen["requests_total"] == 5 and seen["requests_per_s"] > 0:
+                break
+            await asyncio.sleep(0.2)
         assert doc["schema_version"] == "sparkstack.status/v1"
         assert set(doc["machine"]) >= {
             "total_bytes",
