@@ -49,8 +49,9 @@ class Relay:
         self, ctx: RequestContext, down: Downstream, runtime: ModelRuntime, path: str
     ) -> None:
         headers = {"Content-Type": JSON}
+        request_id = ""
         if forwardable(ctx.request_id, runtime.adapter.request_ids_as_uuid):
-            headers["x-request-id"] = ctx.request_id
+            request_id = ctx.request_id
         if runtime.api_key:
             headers["Authorization"] = f"Bearer {runtime.api_key}"
         counter = None
@@ -63,7 +64,7 @@ class Relay:
         if ctx.query:
             allowed = runtime.adapter.query_params
             path = upstream_target(path, parse_qsl(ctx.query, keep_blank_values=True), allowed)
-        upstream = await self._send(runtime, path, ctx.body, headers)
+        upstream = await self._send(runtime, path, ctx.body, headers, request_id)
         runtime.last_byte = time.monotonic()
         try:
             content_type = upstream.content_type
@@ -91,12 +92,20 @@ class Relay:
             upstream.close()
 
     async def _send(
-        self, runtime: ModelRuntime, path: str, body: bytes, headers: dict[str, str]
+        self,
+        runtime: ModelRuntime,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        request_id: str,
     ) -> FastUpstreamResponse | AiohttpResponse:
-        """The engine's answer head, or the error that says why there is none."""
+        """The engine's answer head, or the error that says why there is none
+        (``headers`` are the engine's own, the same for every request)."""
         try:
             if runtime.base_url.startswith("http://"):
-                return await self.pool.post(runtime.base_url, path, body, headers)
+                return await self.pool.post(runtime.base_url, path, body, headers, request_id)
+            if request_id:
+                headers = {**headers, "x-request-id": request_id}
             return await aiohttp_post(
                 self.session, runtime.base_url + path, body, headers, self.timeout
             )

@@ -285,13 +285,23 @@ class FastUpstreamPool:
         return block
 
     async def post(
-        self, base_url: str, path: str, body: bytes, headers: dict[str, str]
+        self,
+        base_url: str,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        request_id: str = "",
     ) -> FastUpstreamResponse:
-        if _UNSAFE.search(path):
-            check_request(path, {})
+        """``headers``: the engine's own (one checked block per engine);
+        ``request_id``: this request's x-request-id (none when empty)."""
+        if _UNSAFE.search(path) or _UNSAFE.search(request_id):
+            check_request(path, {"x-request-id": request_id})
         key = self.target(base_url)
+        block = self._head_block(key, headers)
+        if request_id:
+            block += b"x-request-id: %s\r\n" % request_id.encode("latin-1")
         request = b"POST %s HTTP/1.1\r\n%bContent-Length: %d\r\n\r\n%b" % (
-            path.encode("latin-1"), self._head_block(key, headers), len(body), body,
+            path.encode("latin-1"), block, len(body), body,
         )  # fmt: skip
         idle = self._idle.get(key)
         while idle:
