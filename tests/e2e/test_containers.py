@@ -27,7 +27,7 @@ from tests.containers_support import (
     smol_model,
     stack_containers,
 )
-from tests.e2e.test_engine_isolation import PATHS, status_of
+from tests.e2e.test_engine_isolation import assert_engines_refuse_without_key
 from tests.support import UpProcess, get_json, start_up
 
 pytestmark = pytest.mark.engines
@@ -124,13 +124,7 @@ def test_each_container_engine_refuses_every_path_without_its_key(
     """The key guard is mounted into the containers too (README, security): vLLM's
     /metrics, /sleep, ... and llama.cpp's /docs refuse a caller without the key, as
     the native engines do (test_engine_isolation), while the gateway serves both."""
-    rows = json.loads(up.sparkstack("status", "--json").stdout)["models"]
-    ports = {row["name"]: row["port"] for row in rows}
-    for name, paths in PATHS.items():
-        for method, path in paths:
-            url = f"http://127.0.0.1:{ports[name]}{path}"
-            assert status_of(url, method) == 401, (name, method, path)
-            assert status_of(url, method, key="not-the-key") == 401, (name, method, path)
+    assert_engines_refuse_without_key(up)
     reply = client.chat.completions.create(
         model="smol", messages=[{"role": "user", "content": "Say hi."}], max_tokens=4
     )

@@ -43,14 +43,19 @@ def status_of(url: str, method: str, key: str | None = None) -> int:
         return exc.code
 
 
-def test_each_engine_refuses_every_path_without_its_key(demo_up: UpProcess) -> None:
-    rows = json.loads(demo_up.sparkstack("status", "--json").stdout)["models"]
+def assert_engines_refuse_without_key(up: UpProcess) -> None:
+    """Every path of PATHS answers 401 without the engine's key and with a wrong one."""
+    rows = json.loads(up.sparkstack("status", "--json").stdout)["models"]
     ports = {row["name"]: row["port"] for row in rows}
     for name, paths in PATHS.items():
         for method, path in paths:
             url = f"http://127.0.0.1:{ports[name]}{path}"
             assert status_of(url, method) == 401, (name, method, path)
             assert status_of(url, method, key="not-the-key") == 401, (name, method, path)
+
+
+def test_each_engine_refuses_every_path_without_its_key(demo_up: UpProcess) -> None:
+    assert_engines_refuse_without_key(demo_up)
 
 
 def test_the_gateway_still_reaches_both(demo_up: UpProcess) -> None:
