@@ -202,7 +202,7 @@ async def test_a_refused_wait_gets_retry_after_from_the_expected_load_time(
         assert sorted(positions) == [1, 2]
         async with client.post(url, json=CHAT) as refused:  # gateway.max_waiting is 2
             assert refused.status == 503
-            assert (await refused.json())["error"]["code"] == "model_queue_full"
+            assert (await refused.json())["error"]["code"] == "model_load_queue_full"
             retry = int(refused.headers["Retry-After"])
         for w in waiting:
             assert b"[DONE]" in await w.read()

@@ -61,7 +61,7 @@ class WakeWaiter:
             raise GatewayError(
                 f"{runtime.waiting} requests already wait for model {runtime.name!r} to "
                 "load (gateway.max_waiting); retry shortly.",
-                status=503, error_type="service_unavailable", code="model_queue_full",
+                status=503, error_type="service_unavailable", code="model_load_queue_full",
                 retry_after=retry_after(runtime),
             )  # fmt: skip
         assert self.waker is not None
