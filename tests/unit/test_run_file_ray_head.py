@@ -80,8 +80,9 @@ def test_the_next_up_kills_the_ray_head_a_dead_up_left(
     tmp_path: Path, procs: list[subprocess.Popen[bytes]]
 ) -> None:
     """claim_run_file (the start of `up`) after a SIGKILLed `up`: its Ray head goes."""
-    dead = subprocess.Popen(["true"])
+    dead = subprocess.Popen(["sleep", "30"])  # read while it lives, then gone
     dead_identity = ProcessIdentity.of(dead.pid)
+    dead.kill()
     dead.wait(timeout=10)
     temp_dir = tmp_path / "ssray-7"
     temp_dir.mkdir()
