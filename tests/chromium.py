@@ -18,6 +18,8 @@ from typing import Any
 
 import aiohttp
 
+from tests.support import stop_process
+
 
 class Page:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -115,9 +117,4 @@ async def chromium_page(
                 await page.send("Page.enable")
                 yield page
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=10)

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.support import stop_process
+
 MAIN_CONF = """
 worker_processes 1;
 daemon off;
@@ -73,9 +75,4 @@ def nginx_running(conf: Path, probe_url: str) -> Iterator[subprocess.Popen[bytes
                 time.sleep(0.1)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=10)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sparkstack.bench.summary import RunSummary
 from sparkstack.supervisor.ports import free_port
@@ -134,6 +135,16 @@ def serving(
         up.sparkstack("down")
     finally:
         up.kill()
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it is still there after ``timeout`` seconds; reaped."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def wait_gone(pids: list[int], timeout: float) -> list[int]:

@@ -32,7 +32,15 @@ import pytest
 from sparkstack.supervisor.ports import free_port
 from sparkstack.telemetry.grafana import expressions
 from tests.chromium import Page, chromium_page
-from tests.support import REPO, SMOL_GGUF, UpProcess, get_json, serving, smollm2_hf_folder
+from tests.support import (
+    REPO,
+    SMOL_GGUF,
+    UpProcess,
+    get_json,
+    serving,
+    smollm2_hf_folder,
+    stop_process,
+)
 
 pytestmark = pytest.mark.engines
 ARTIFACTS = REPO / "artifacts"
@@ -213,12 +221,7 @@ def prometheus_server(config: Path, folder: Path) -> Iterator[str]:
                 time.sleep(0.5)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=20)
 
 
 def prometheus_query(base: str, expr: str) -> list[dict[str, object]]:
