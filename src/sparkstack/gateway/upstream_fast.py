@@ -154,15 +154,20 @@ class FastUpstreamResponse:
         else:
             self.fail(UpstreamBrokenError("the engine closed the connection mid-answer"))
 
+    def _take(self) -> bytes:
+        """Everything received so far, as one piece; reading resumes (it pauses
+        past ``_PAUSE_AT`` unread bytes)."""
+        chunks, self.chunks, self.size = self.chunks, [], 0
+        conn = self._conn
+        if conn.transport is not None and not conn.lost:
+            conn.transport.resume_reading()
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
     async def read(self) -> bytes:
         if self.complete and not self._done:  # the usual case: it came with its head
-            chunks, paused = self.chunks, self.size > _PAUSE_AT
-            self.chunks, self.size = [], 0
-            transport = self._conn.transport
-            if paused and transport is not None and not self._conn.lost:
-                transport.resume_reading()
+            body = self._take() if self.chunks else b""
             self._finish()
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return body
         return b"".join([chunk async for chunk in self.iter_chunks()])
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
@@ -170,10 +175,7 @@ class FastUpstreamResponse:
         conn = self._conn
         while True:
             if self.chunks:
-                chunks, self.chunks, self.size = self.chunks, [], 0
-                if conn.transport is not None and not conn.lost:
-                    conn.transport.resume_reading()
-                yield chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                yield self._take()
                 continue
             if self.complete:
                 break
