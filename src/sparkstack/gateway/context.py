@@ -11,7 +11,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
+from sparkstack.errors import GatewayError
 from sparkstack.gateway.keys import KeyRecord
+from sparkstack.gateway.openai_errors import error_json
 from sparkstack.supervisor.runtime import ModelRuntime
 
 JSON = "application/json"
@@ -59,7 +61,18 @@ class Downstream(ABC):
         """Whether the status line already went out (errors must then go in-band)."""
 
     @abstractmethod
-    async def send(self, status: int, content_type: str, body: bytes) -> None: ...
+    def send_now(self, status: int, content_type: str, body: bytes) -> None:
+        """Answer at once (the lean server writes it; aiohttp sends it on return)."""
+
+    async def send(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_now(status, content_type, body)
+
+    def send_error_now(self, error: GatewayError) -> int:
+        """Answer an OpenAI-shaped error at once; the number of body bytes."""
+        body = error_json(error)
+        self.retry_after = error.retry_after
+        self.send_now(error.status, JSON, body)
+        return len(body)
 
     @abstractmethod
     async def start_stream(self, status: int, content_type: str) -> None: ...

@@ -68,15 +68,18 @@ class Answer(Downstream):
         if transport is not None and not transport.is_closing():
             transport.write(data)
 
-    async def send(self, status: int, content_type: str, body: bytes) -> None:
+    def send_now(self, status: int, content_type: str, body: bytes) -> None:
         self.status = status
         self._started = self.complete = True
         head = _head(status, content_type, self.keep_alive, self.cors_origin,
                      self.request_id, self.retry_after)  # fmt: skip
         self._write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+    async def send(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_now(status, content_type, body)
         await self.conn.drain()
 
-    async def start_stream(self, status: int, content_type: str) -> None:
+    def start_stream_now(self, status: int, content_type: str) -> None:
         self.status = status
         self._started = True
         if not self.http11:
@@ -88,15 +91,23 @@ class Answer(Downstream):
         else:
             self._write(head + b"Cache-Control: no-cache\r\n\r\n")
 
+    async def start_stream(self, status: int, content_type: str) -> None:
+        self.start_stream_now(status, content_type)
+
+    def write_now(self, data: bytes) -> None:
+        if data:
+            self._write(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
+
     async def write(self, data: bytes) -> None:
-        if not data:
-            return
-        self._write(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
+        self.write_now(data)
         if self.conn.write_paused:
             await self.conn.drain()
 
-    async def end(self) -> None:
+    def end_now(self) -> None:
         if self.chunked:
             self._write(b"0\r\n\r\n")
         self.complete = True
+
+    async def end(self) -> None:
+        self.end_now()
         await self.conn.drain()

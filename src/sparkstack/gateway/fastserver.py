@@ -25,9 +25,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import httptools
 from aiohttp import web
@@ -35,10 +35,11 @@ from aiohttp import web
 from sparkstack.engines.registry import forwarded_routes
 from sparkstack.errors import GatewayError
 from sparkstack.gateway.app import FORWARDER_KEY, GUARD_KEY, SPEC_KEY
-from sparkstack.gateway.context import JSON, RequestContext
+from sparkstack.gateway.context import RequestContext
+from sparkstack.gateway.direct_relay import DirectRelay
 from sparkstack.gateway.fastanswer import Answer, error_answer
 from sparkstack.gateway.guard import check_duplicates
-from sparkstack.gateway.openai_errors import bad_header, error_json, timed_out, too_large
+from sparkstack.gateway.openai_errors import bad_header, timed_out, too_large
 from sparkstack.gateway.request_target import check_target
 
 log = logging.getLogger("sparkstack.gateway")
@@ -168,6 +169,8 @@ class GatewayProtocol(asyncio.Protocol):
         self.current: _Incoming | None = None
         self.queue: deque[_Incoming] = deque()
         self.task: asyncio.Task[None] | None = None
+        self.relay: DirectRelay | None = None
+        """The request being relayed from the engine's callbacks (no task)."""
         self.deadline = 0.0
         """loop.time() past which ``on_deadline`` runs (0: none); one sweeper checks all."""
         self.on_deadline: Callable[[], None] = self._idle_timeout
@@ -207,6 +210,8 @@ class GatewayProtocol(asyncio.Protocol):
         self._disarm()
         if self.task is not None:
             self.task.cancel()
+        if self.relay is not None:
+            self.relay.cancel()
         if self.drained is not None and not self.drained.done():
             self.drained.set_result(None)
 
@@ -218,6 +223,8 @@ class GatewayProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.relay is not None:
+            self.relay.resume()
         if self.drained is not None and not self.drained.done():
             self.drained.set_result(None)
 
@@ -226,9 +233,16 @@ class GatewayProtocol(asyncio.Protocol):
             self.drained = self.loop.create_future()
             await self.drained
 
+    @property
+    def busy(self) -> bool:
+        """A request is being answered (later ones wait their turn)."""
+        return self.task is not None or self.relay is not None
+
     def shutdown(self) -> None:
         if self.task is not None:
             self.task.cancel()
+        if self.relay is not None:
+            self.relay.cancel()
         if self.transport is not None:
             self.transport.close()
 
@@ -243,7 +257,7 @@ class GatewayProtocol(asyncio.Protocol):
         if self.current is not None:
             self._refuse(timed_out("its request headers", self.spec.client_header_timeout,
                                    "client_header_timeout"))  # fmt: skip
-        elif self.task is None and not self.queue and self.transport is not None:
+        elif not self.busy and not self.queue and self.transport is not None:
             self.transport.close()
 
     def _body_timeout(self) -> None:
@@ -272,7 +286,7 @@ class GatewayProtocol(asyncio.Protocol):
             if self.raw is not None:  # None: a pipelined hand-off, refused when its turn comes
                 self.raw.append(data)
             return
-        if self.task is not None:  # early or pipelined bytes: parsed after the answer
+        if self.busy:  # early or pipelined bytes: parsed after the answer
             self.backlog.append(data)
             self.backlog_size += len(data)
             if self.backlog_size > _BACKLOG and self.transport is not None:
@@ -300,9 +314,9 @@ class GatewayProtocol(asyncio.Protocol):
                 log.exception("gateway: parsing a request failed")
                 self._refuse(bad_header(f"The request could not be parsed ({exc})."))
         self.feed = b""
-        if self.handing_off and self.task is None and not self.queue:
+        if self.handing_off and not self.busy and not self.queue:
             self._hand_off()
-        elif self.queue and self.task is None:
+        elif self.queue and not self.busy:
             self._start(self.queue.popleft())
 
     # httptools callbacks
@@ -395,8 +409,10 @@ class GatewayProtocol(asyncio.Protocol):
         self.current = None
         self.completed_in_feed = True
         self._disarm()
-        if self.task is None and not self.queue:
+        if not self.busy and not self.queue:
             self._start(current)
+            if self.dead:
+                raise _Stop  # refused and closed: nothing after it is read
         else:
             self.queue.append(current)
 
@@ -435,9 +451,6 @@ class GatewayProtocol(asyncio.Protocol):
     # -- answering -------------------------------------------------------------
 
     def _start(self, incoming: _Incoming) -> None:
-        self.task = self.loop.create_task(self._answer(incoming))
-
-    async def _answer(self, incoming: _Incoming) -> None:
         headers = incoming.headers
         content_type = headers.get(b"content-type")
         authorization = headers.get(b"authorization")
@@ -456,17 +469,54 @@ class GatewayProtocol(asyncio.Protocol):
         down = Answer(self, incoming.keep_alive, incoming.http11)
         down.cors_origin = incoming.cors
         try:
-            await self.server.forwarder.serve(ctx, down)
+            started = self.server.forwarder.start(ctx, down, lambda: self._relayed(down))
+        except Exception:
+            log.exception("gateway: answering %s failed", incoming.path)
+            self._failed(down)
+            self._next(False)
+            return
+        if started is None:
+            self._next(down.keep_alive and down.complete)
+        elif isinstance(started, DirectRelay):
+            if not started.finished:
+                self.relay = started
+        else:
+            self.task = self.loop.create_task(self._answer(incoming, started, down))
+
+    def _relayed(self, down: Answer) -> None:
+        """The direct relay of ``down``'s request is done."""
+        self.relay = None
+        if self.write_paused and not self.dead:
+            self.task = self.loop.create_task(self._drained(down))
+        else:
+            self._next(down.keep_alive and down.complete)
+
+    async def _drained(self, down: Answer) -> None:
+        try:
+            await self.drain()
+        finally:
+            self.task = None
+        self._next(down.keep_alive and down.complete)
+
+    def _failed(self, down: Answer) -> None:
+        """A bug in answering: a 500 if nothing went out yet; the connection ends."""
+        if not down.started:
+            down.send_error_now(GatewayError(
+                "The gateway failed on this request; see its log.", status=500,
+                error_type="server_error", code="internal_error",
+            ))  # fmt: skip
+        down.keep_alive = False
+
+    async def _answer(
+        self, incoming: _Incoming, rest: Coroutine[Any, Any, None], down: Answer
+    ) -> None:
+        try:
+            await rest
         except asyncio.CancelledError:
             return
         except Exception:
             log.exception("gateway: answering %s failed", incoming.path)
-            if not down.started:
-                await down.send(500, JSON, error_json(GatewayError(
-                    "The gateway failed on this request; see its log.", status=500,
-                    error_type="server_error", code="internal_error",
-                )))  # fmt: skip
-            down.keep_alive = False
+            self._failed(down)
         finally:
             self.task = None
         self._next(down.keep_alive and down.complete)
@@ -490,7 +540,7 @@ class GatewayProtocol(asyncio.Protocol):
             backlog, self.backlog, self.backlog_size = self.backlog, [], 0
             transport.resume_reading()
             for data in backlog:
-                if self.dead or self.handing_off or self.task is not None:
+                if self.dead or self.handing_off or self.busy:
                     self.data_received(data)
                 else:
                     self._feed(data)

@@ -94,6 +94,10 @@ class ModelQueue:
         self._arrivals = itertools.count()
         runtime.resume_listeners.append(self.resume)
 
+    def free(self) -> bool:
+        """Whether ``take`` would succeed now."""
+        return self.running < self.limit and not self.runtime.draining
+
     def take(self) -> bool:
         """The fast path: a free slot taken at once, or False (then ``wait``)."""
         if self.running < self.limit and not self.runtime.draining:

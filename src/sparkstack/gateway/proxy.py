@@ -6,8 +6,11 @@ queue for one (model_queue.py), wait for the model to wake
 (wake.py), relay to the engine (relay.py). Errors before a stream starts are
 OpenAI-shaped JSON answers; after, in-band SSE events.
 
-``Forwarder.serve`` runs under either HTTP server; ``Forwarder.handle`` is its
-aiohttp route handler (the lean server in fastserver.py calls ``serve`` itself).
+``Forwarder.start`` is the lean server's entry (fastserver.py): everything up to
+the first wait runs at once in the client parser's callback, and the common
+case (a ready engine, a free slot) never waits at all — its answer is relayed
+from the engine's callbacks (direct_relay.py). ``Forwarder.serve`` awaits the
+same steps; ``Forwarder.handle`` is its aiohttp route handler.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -23,7 +29,10 @@ from sparkstack.errors import GatewayError
 from sparkstack.gateway.access_log import AccessLog
 from sparkstack.gateway.auth import Authorizer
 from sparkstack.gateway.context import JSON, Downstream, RequestContext
+from sparkstack.gateway.direct_relay import DirectRelay
+from sparkstack.gateway.fastanswer import Answer
 from sparkstack.gateway.guard import check_content_type, check_duplicates
+from sparkstack.gateway.keys import KeyRecord
 from sparkstack.gateway.limits import Limiter
 from sparkstack.gateway.metrics import GatewayMetrics
 from sparkstack.gateway.model_queue import (
@@ -40,9 +49,20 @@ from sparkstack.gateway.request_target import check_target
 from sparkstack.gateway.routing import Router
 from sparkstack.gateway.wake import Waker, WakeWaiter
 from sparkstack.stack.schema import GatewaySpec
-from sparkstack.supervisor.runtime import ModelState
+from sparkstack.supervisor.runtime import ModelRuntime, ModelState
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@dataclass(slots=True)
+class Admitted:
+    """A request past its checks: who sent it, where it goes, whose queue it is in."""
+
+    key: KeyRecord | None
+    runtime: ModelRuntime
+    path: str
+    """The engine's path for the route."""
+    queue: ModelQueue
 
 
 class Forwarder:
@@ -72,22 +92,57 @@ class Forwarder:
 
     async def serve(self, ctx: RequestContext, down: Downstream) -> None:
         """Answer one request; never raises a GatewayError."""
+        rest = self.start(ctx, down)
+        if isinstance(rest, Coroutine):
+            await rest
+
+    def start(
+        self, ctx: RequestContext, down: Downstream, then: Callable[[], None] | None = None
+    ) -> Coroutine[Any, Any, None] | DirectRelay | None:
+        """Begin answering one request, up to its first wait. None: refused at
+        once. A ``DirectRelay`` (only with ``then``, from the lean server): relayed
+        from the engine connection's callbacks, ``then`` called when it is done.
+        Otherwise the coroutine that answers the rest (a queue, a wake, awaited
+        relaying)."""
         ctx.request_id = down.request_id = accept_request_id(ctx.request_id)
         try:
-            await self._serve(ctx, down)
+            admitted = self._admit(ctx)
+            runtime = admitted.runtime
+            direct = (
+                then is not None
+                and isinstance(down, Answer)
+                and runtime.state is ModelState.READY
+                and self.relay.can_start_direct(ctx, runtime)
+                and admitted.queue.free()
+            )
+            if direct:
+                self.limiter.admit(admitted.key)
         except GatewayError as exc:
-            if down.started:
-                await down.write(sse_error_event(exc))
-                await down.end()
-            else:
-                body = error_json(exc)
-                ctx.bytes_out, down.retry_after = len(body), exc.retry_after
-                await down.send(exc.status, JSON, body)
-        finally:
-            if self.access is not None:
-                self.access.request_done(ctx, down)
+            ctx.bytes_out = down.send_error_now(exc)
+            self._logged(ctx, down)
+            return None
+        if not direct:
+            # Nothing is counted before the coroutine runs: one cancelled before
+            # its first step (the client left at once) holds no slot.
+            return self._serve_admitted(ctx, down, admitted)
+        assert then is not None and isinstance(down, Answer)
+        admitted.queue.take()  # free above, and nothing ran since
+        self._begin(ctx, runtime)
+        relay = DirectRelay(
+            ctx, down, runtime, self.metrics, lambda: self._relayed(ctx, down, admitted, then)
+        )
+        self.relay.start_direct(ctx, runtime, admitted.path, relay)
+        return relay
 
-    async def _serve(self, ctx: RequestContext, down: Downstream) -> None:
+    def _relayed(
+        self, ctx: RequestContext, down: Downstream, admitted: Admitted, then: Callable[[], None]
+    ) -> None:
+        self._end(ctx, down, admitted, 0.0)
+        self._logged(ctx, down)
+        then()
+
+    def _admit(self, ctx: RequestContext) -> Admitted:
+        """The request's checks, in order: body type, key, body, model, route."""
         check_content_type(ctx.content_type)
         key = ctx.key = self.auth.check_header(ctx.authorization)
         payload, model = ctx.payload, ctx.model = parse_payload(ctx.body)
@@ -108,40 +163,72 @@ class Forwarder:
         if model != runtime.upstream_model:
             payload["model"] = runtime.upstream_model
             ctx.body = json.dumps(payload).encode()
-        name = runtime.name
-        self.limiter.admit(key)
-        queue = self.queues.get(runtime)
+        return Admitted(key, runtime, path, self.queues.get(runtime))
+
+    async def _serve_admitted(
+        self, ctx: RequestContext, down: Downstream, admitted: Admitted
+    ) -> None:
+        try:
+            await self._forward(ctx, down, admitted)
+        except GatewayError as exc:
+            if down.started:
+                await down.write(sse_error_event(exc))
+                await down.end()
+            else:
+                body = error_json(exc)
+                ctx.bytes_out, down.retry_after = len(body), exc.retry_after
+                await down.send(exc.status, JSON, body)
+        finally:
+            self._logged(ctx, down)
+
+    async def _forward(self, ctx: RequestContext, down: Downstream, admitted: Admitted) -> None:
+        runtime, queue = admitted.runtime, admitted.queue
+        self.limiter.admit(admitted.key)
         waited = 0.0
         if not queue.take():
             try:
                 waited = await self._queue(queue, ctx)
             except BaseException:
-                self.limiter.release(key)
+                self.limiter.release(admitted.key)
                 raise
-        metrics = self.metrics
+        self._begin(ctx, runtime)
+        try:
+            if runtime.state is not ModelState.READY and await self.waiter.wait(ctx, down, runtime):
+                return  # the wake failed; the stream already says why
+            await self.relay.forward(ctx, down, runtime, admitted.path)
+        except GatewayError as exc:
+            down.status = exc.status if not down.started else down.status
+            raise
+        except asyncio.CancelledError:
+            self.metrics.error(runtime.name, "client_disconnect")
+            raise
+        finally:
+            self._end(ctx, down, admitted, waited)
+
+    def _begin(self, ctx: RequestContext, runtime: ModelRuntime) -> None:
+        """Count a request in flight on its model (it holds one of its slots)."""
+        metrics, name = self.metrics, runtime.name
         metrics.inflight[name] += 1
         metrics.bytes_in[name] += len(ctx.body)
         if runtime.inflight == 0:
             runtime.busy_since = time.monotonic()
         runtime.inflight += 1
-        try:
-            if runtime.state is not ModelState.READY and await self.waiter.wait(ctx, down, runtime):
-                return  # the wake failed; the stream already says why
-            await self.relay.forward(ctx, down, runtime, path)
-        except GatewayError as exc:
-            down.status = exc.status if not down.started else down.status
-            raise
-        except asyncio.CancelledError:
-            metrics.error(name, "client_disconnect")
-            raise
-        finally:
-            elapsed = time.perf_counter() - ctx.started
-            queue.release(elapsed - waited)
-            self.limiter.release(key)
-            metrics.inflight[name] -= 1
-            runtime.inflight -= 1
-            runtime.last_used = time.monotonic()
-            metrics.request_done(name, ctx.path, down.status, elapsed)
+
+    def _end(
+        self, ctx: RequestContext, down: Downstream, admitted: Admitted, waited: float
+    ) -> None:
+        runtime, name = admitted.runtime, admitted.runtime.name
+        elapsed = time.perf_counter() - ctx.started
+        admitted.queue.release(elapsed - waited)
+        self.limiter.release(admitted.key)
+        self.metrics.inflight[name] -= 1
+        runtime.inflight -= 1
+        runtime.last_used = time.monotonic()
+        self.metrics.request_done(name, ctx.path, down.status, elapsed)
+
+    def _logged(self, ctx: RequestContext, down: Downstream) -> None:
+        if self.access is not None:
+            self.access.request_done(ctx, down)
 
     async def _queue(self, queue: ModelQueue, ctx: RequestContext) -> float:
         """Wait in the model's queue (model_queue.py). A queued request holds no
@@ -208,7 +295,7 @@ class AiohttpDownstream(Downstream):
         assert self.response is not None
         return self.response
 
-    async def send(self, status: int, content_type: str, body: bytes) -> None:
+    def send_now(self, status: int, content_type: str, body: bytes) -> None:
         self.status = status
         self.response = web.Response(body=body, status=status, headers=self._headers(content_type))
 

@@ -2,7 +2,13 @@
 through untouched; streams are relayed chunk by chunk as they arrive (no
 buffering, no re-encoding). An engine's non-OpenAI error becomes an OpenAI
 error object (engine_errors.py). An engine that dies mid-stream ends the
-client's stream with an SSE error event and ``[DONE]``."""
+client's stream with an SSE error event and ``[DONE]``.
+
+Two ways, one request each: ``start_direct`` for the common case on the lean
+server (a ready engine on plain HTTP: the answer is relayed from the engine
+connection's callbacks, direct_relay.py), ``forward`` for the rest (awaited:
+streamed usage to count, https engines, answers after a wake, aiohttp's server).
+"""
 
 from __future__ import annotations
 
@@ -11,15 +17,12 @@ from urllib.parse import parse_qsl
 
 import aiohttp
 
+from sparkstack.errors import GatewayError
 from sparkstack.gateway.context import EVENT_STREAM, JSON, Downstream, RequestContext
-from sparkstack.gateway.engine_errors import engine_error, is_openai_error
+from sparkstack.gateway.direct_relay import DirectRelay
+from sparkstack.gateway.engine_errors import engine_error
 from sparkstack.gateway.metrics import GatewayMetrics
-from sparkstack.gateway.openai_errors import (
-    bad_request,
-    error_json,
-    sse_error_event,
-    upstream_error,
-)
+from sparkstack.gateway.openai_errors import bad_request, sse_error_event
 from sparkstack.gateway.request_id import forwardable
 from sparkstack.gateway.request_target import upstream_target
 from sparkstack.gateway.stream_usage import UsageCounter, wants_stream_usage
@@ -29,6 +32,13 @@ from sparkstack.gateway.upstream import (
     UpstreamConnectError,
 )
 from sparkstack.gateway.upstream_aiohttp import AiohttpResponse, aiohttp_post
+from sparkstack.gateway.upstream_failures import (
+    broke_off,
+    no_answer,
+    plain_answer,
+    stopped_mid_stream,
+    stream_finished,
+)
 from sparkstack.gateway.upstream_fast import FastUpstreamPool, FastUpstreamResponse
 from sparkstack.stack.schema import GatewaySpec
 from sparkstack.supervisor.runtime import ModelRuntime
@@ -44,16 +54,55 @@ class Relay:
             total=None, sock_connect=spec.connect_timeout, sock_read=spec.read_timeout
         )
         self.pool = FastUpstreamPool(spec.connect_timeout, spec.read_timeout)
+        self._headers: dict[str | None, dict[str, str]] = {}
+
+    def _engine_headers(self, runtime: ModelRuntime) -> dict[str, str]:
+        """The engine's own request headers (the same for every request to it)."""
+        headers = self._headers.get(runtime.api_key)
+        if headers is None:
+            headers = {"Content-Type": JSON}
+            if runtime.api_key:
+                headers["Authorization"] = f"Bearer {runtime.api_key}"
+            if len(self._headers) >= 256:
+                self._headers.clear()
+            self._headers[runtime.api_key] = headers
+        return headers
+
+    @staticmethod
+    def _target(ctx: RequestContext, runtime: ModelRuntime, path: str) -> str:
+        if ctx.query:
+            allowed = runtime.adapter.query_params
+            path = upstream_target(path, parse_qsl(ctx.query, keep_blank_values=True), allowed)
+        return path
+
+    @staticmethod
+    def _request_id(ctx: RequestContext, runtime: ModelRuntime) -> str:
+        ok = forwardable(ctx.request_id, runtime.adapter.request_ids_as_uuid)
+        return ctx.request_id if ok else ""
+
+    @staticmethod
+    def can_start_direct(ctx: RequestContext, runtime: ModelRuntime) -> bool:
+        """Whether the answer can be relayed by callbacks (``start_direct``)."""
+        return runtime.base_url.startswith("http://") and (
+            runtime.adapter.reports_stream_usage or not wants_stream_usage(ctx.payload)
+        )
+
+    def start_direct(
+        self, ctx: RequestContext, runtime: ModelRuntime, path: str, relay: DirectRelay
+    ) -> None:
+        """Send the request; ``relay`` answers the client from the engine's callbacks
+        (a refusal of the request itself is answered at once)."""
+        try:
+            self.pool.send(
+                relay, runtime.base_url, self._target(ctx, runtime, path), ctx.body,
+                self._engine_headers(runtime), self._request_id(ctx, runtime),
+            )  # fmt: skip
+        except GatewayError as exc:
+            relay.refuse(exc)
 
     async def forward(
         self, ctx: RequestContext, down: Downstream, runtime: ModelRuntime, path: str
     ) -> None:
-        headers = {"Content-Type": JSON}
-        request_id = ""
-        if forwardable(ctx.request_id, runtime.adapter.request_ids_as_uuid):
-            request_id = ctx.request_id
-        if runtime.api_key:
-            headers["Authorization"] = f"Bearer {runtime.api_key}"
         counter = None
         if wants_stream_usage(ctx.payload) and not runtime.adapter.reports_stream_usage:
             # Asked before the request itself: single-slot engines serve one at a time.
@@ -61,10 +110,8 @@ class Relay:
                 self.session, runtime.base_url, ctx.payload, runtime.api_key
             )
             counter = UsageCounter(prompt_tokens)
-        if ctx.query:
-            allowed = runtime.adapter.query_params
-            path = upstream_target(path, parse_qsl(ctx.query, keep_blank_values=True), allowed)
-        upstream = await self._send(runtime, path, ctx.body, headers, request_id)
+        path = self._target(ctx, runtime, path)
+        upstream = await self._send(runtime, path, ctx.body, self._request_id(ctx, runtime))
         runtime.last_byte = time.monotonic()
         try:
             content_type = upstream.content_type
@@ -74,33 +121,20 @@ class Relay:
             try:
                 data = await upstream.read()
             except (UpstreamBrokenError, TimeoutError) as exc:
-                self.metrics.error(runtime.name, "upstream_died")
-                raise upstream_error(
-                    f"The engine of model {runtime.name!r} broke off its answer ({exc})."
-                ) from exc
-            self.metrics.bytes_out[runtime.name] += len(data)
+                raise broke_off(self.metrics, runtime.name, exc) from exc
             status = upstream.status
-            if status >= 400:
-                if status >= 500:
-                    self.metrics.error(runtime.name, "upstream_status")
-                if not is_openai_error(content_type, data):
-                    data = error_json(engine_error(runtime.name, status, content_type, data))
-                    content_type = JSON
+            name = runtime.name
+            content_type, data = plain_answer(self.metrics, name, status, content_type, data)
             ctx.bytes_out = len(data)
             await down.send(status, content_type, data)
         finally:
             upstream.close()
 
     async def _send(
-        self,
-        runtime: ModelRuntime,
-        path: str,
-        body: bytes,
-        headers: dict[str, str],
-        request_id: str,
+        self, runtime: ModelRuntime, path: str, body: bytes, request_id: str
     ) -> FastUpstreamResponse | AiohttpResponse:
-        """The engine's answer head, or the error that says why there is none
-        (``headers`` are the engine's own, the same for every request)."""
+        """The engine's answer head, or the error that says why there is none."""
+        headers = self._engine_headers(runtime)
         try:
             if runtime.base_url.startswith("http://"):
                 return await self.pool.post(runtime.base_url, path, body, headers, request_id)
@@ -111,17 +145,8 @@ class Relay:
             )
         except UnsafeRequestError as exc:
             raise bad_request(f"The request cannot be sent to the engine safely: {exc}.") from exc
-        except (UpstreamConnectError, UpstreamBrokenError) as exc:
-            self.metrics.error(runtime.name, "upstream_unreachable")
-            raise upstream_error(
-                f"The engine of model {runtime.name!r} is not reachable at "
-                f"{runtime.base_url} ({exc}); see `sparkstack logs {runtime.name}`."
-            ) from exc
-        except TimeoutError as exc:
-            self.metrics.error(runtime.name, "upstream_timeout")
-            raise upstream_error(
-                f"The engine of model {runtime.name!r} did not answer in time.", status=504
-            ) from exc
+        except (UpstreamConnectError, UpstreamBrokenError, TimeoutError) as exc:
+            raise no_answer(self.metrics, runtime, exc) from exc
 
     async def _relay_stream(
         self,
@@ -153,13 +178,9 @@ class Relay:
                 sent += len(chunk)
                 tail = chunk
         except (UpstreamBrokenError, TimeoutError):
-            if not tail.rstrip().endswith(b"[DONE]"):
+            if not stream_finished(tail):
                 # The engine died mid-stream: say so in-band, then end the stream.
-                self.metrics.error(name, "upstream_died_mid_stream")
-                error = upstream_error(
-                    f"The engine of model {name!r} stopped in the middle of the stream."
-                )
-                await down.write(sse_error_event(error))
+                await down.write(sse_error_event(stopped_mid_stream(self.metrics, name)))
         finally:
             self.metrics.bytes_out[name] += sent
             ctx.bytes_out = sent

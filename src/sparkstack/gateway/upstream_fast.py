@@ -1,9 +1,11 @@
 """The hot-path HTTP/1.1 client to engines as an asyncio Protocol over the
 ``httptools`` response parser: keep-alive connections per host:port, the
 request written in one call, the answer parsed in C, and no timer per read (one
-sweeper per pool ends answers silent past the read timeout). Same response
-interface as upstream.py, whose asyncio-streams client it replaces on the hot
-path (streams cost a timeout object and a wake-up per read).
+sweeper per pool ends answers silent past the read timeout). An answer is told
+by callbacks (``UpstreamAnswer``): buffered for a coroutine that awaits it
+(``FastUpstreamResponse``, the response interface of upstream.py, whose
+asyncio-streams client it replaces on the hot path), or relayed straight to the
+client from the callbacks themselves (gateway/direct_relay.py).
 
 A response not read to its end closes its connection, so a cancelled request
 (client gone) aborts the engine's work at once.
@@ -45,7 +47,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.lost = False
-        self.response: FastUpstreamResponse | None = None
+        self.response: UpstreamAnswer | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -67,8 +69,13 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
+            response.keep_alive = False
             response.fail(UpstreamBrokenError(f"the engine's answer is not HTTP/1.1 ({exc})"))
             self.close()
+        # Told after the parser returned: the answer may hand this connection on.
+        if response.complete and not response.told_complete:
+            response.told_complete = True
+            response.on_complete()
 
     def eof_received(self) -> bool | None:
         return None
@@ -91,88 +98,166 @@ class _Connection(asyncio.Protocol):
         assert response is not None
         response.status = self.parser.get_status_code()
         response.keep_alive = self.parser.should_keep_alive()
-        if not response.head.done():
-            response.head.set_result(None)
+        response.headed = True
+        response.on_head()
 
     def on_body(self, body: bytes) -> None:
-        response = self.response
-        assert response is not None
-        response.chunks.append(body)
-        response.size += len(body)
-        response.wake()
-        if response.size > _PAUSE_AT and self.transport is not None:
-            self.transport.pause_reading()
+        assert self.response is not None
+        self.response.on_chunk(body)
 
     def on_message_complete(self) -> None:
-        response = self.response
-        assert response is not None
-        response.complete = True
-        response.wake()
+        assert self.response is not None
+        self.response.complete = True
 
 
-class FastUpstreamResponse:
-    def __init__(self, conn: _Connection) -> None:
-        self._conn = conn
+class UpstreamAnswer:
+    """One request to an engine and its answer on a pooled connection, told by
+    callbacks as it arrives: ``on_head``, ``on_chunk`` per piece of body,
+    ``on_complete`` at its end, or ``on_error`` once when it cannot end well. The
+    answer hands its connection back (``release``) or drops it (``close``).
+
+    Subclasses decide what the callbacks do: ``FastUpstreamResponse`` buffers for
+    a coroutine that awaits it; the gateway's direct relay writes straight to the
+    client."""
+
+    def __init__(self) -> None:
         self.status = 0
         self.headers: dict[str, str] = {}
-        self.head: asyncio.Future[None] = conn.loop.create_future()
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.complete = False
+        self.headed = False
         self.keep_alive = False
         self.received = False
+        self.complete = False
+        self.told_complete = False
         self.error: BaseException | None = None
-        self.last_read = conn.loop.time()
-        self._waiter: asyncio.Future[None] | None = None
-        self._done = False
+        self.last_read = 0.0
+        self.done = False
+        """Released or closed: the answer has no connection any more."""
+        self.request = b""
+        self.key = ("", 0)
+        self.reused = False
+        """Sent on a kept-alive connection (which the engine may have closed meanwhile)."""
+        self.pool: FastUpstreamPool | None = None
+        self.conn: _Connection | None = None
+        self.connecting: asyncio.Task[None] | None = None
 
     @property
     def content_type(self) -> str:
         return self.headers.get("content-type", "application/json")
 
-    def wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+    def on_head(self) -> None:
+        """Status and headers are in."""
+
+    def on_chunk(self, body: bytes) -> None:
+        """A piece of the body, as it arrived."""
+
+    def on_complete(self) -> None:
+        """The body ended."""
+
+    def on_error(self, error: BaseException) -> None:
+        """The answer cannot end well (no engine, a break, a timeout); told once."""
 
     def fail(self, error: BaseException) -> None:
         if self.error is None and not self.complete:
             self.error = error
-        if not self.head.done():
-            self.head.set_exception(error)
-        self.wake()
+            self.on_error(error)
 
     def ended(self, exc: Exception | None) -> None:
-        """The connection closed: the end of a close-delimited body, or a break."""
-        framed = "content-length" in self.headers or "transfer-encoding" in self.headers
-        if self.head.done() and not framed and not self.complete:
-            self.complete = True
-            self.keep_alive = False
-            self.wake()
+        """The connection closed: the end of a close-delimited body, a stale
+        kept-alive connection (sent again on another), or a break."""
+        if self.complete:
             return
-        if not self.received:
+        framed = "content-length" in self.headers or "transfer-encoding" in self.headers
+        if self.headed and not framed:
+            self.complete = self.told_complete = True
+            self.keep_alive = False
+            self.on_complete()
+        elif not self.received and self.reused and self.pool is not None and not self.done:
+            self.conn = None
+            self.pool.dispatch(self)
+        elif not self.received:
             self.fail(UpstreamConnectError("the engine closed the connection"))
         else:
             self.fail(UpstreamBrokenError("the engine closed the connection mid-answer"))
+
+    def release(self) -> None:
+        """The answer was read to its end: its connection may serve the next one."""
+        self.done = True
+        conn = self.conn
+        if conn is None:
+            return
+        conn.response = None
+        if self.keep_alive:
+            conn.pool.release(conn)
+        else:
+            conn.close()
+
+    def close(self) -> None:
+        """Drop the connection unless the answer was read to its end (a request
+        still on its way is abandoned)."""
+        if self.done:
+            return
+        self.done = True
+        if self.connecting is not None:
+            self.connecting.cancel()
+        conn = self.conn
+        if conn is not None:
+            conn.response = None
+            conn.close()
+
+
+class FastUpstreamResponse(UpstreamAnswer):
+    """An answer awaited by a coroutine: ``head``, then ``read`` or ``iter_chunks``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.loop = loop
+        self.head: asyncio.Future[None] = loop.create_future()
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self._waiter: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def on_head(self) -> None:
+        if not self.head.done():
+            self.head.set_result(None)
+
+    def on_chunk(self, body: bytes) -> None:
+        self.chunks.append(body)
+        self.size += len(body)
+        self.wake()
+        conn = self.conn
+        if self.size > _PAUSE_AT and conn is not None and conn.transport is not None:
+            conn.transport.pause_reading()
+
+    def on_complete(self) -> None:
+        self.wake()
+
+    def on_error(self, error: BaseException) -> None:
+        if not self.head.done():
+            self.head.set_exception(error)
+        self.wake()
 
     def _take(self) -> bytes:
         """Everything received so far, as one piece; reading resumes (it pauses
         past ``_PAUSE_AT`` unread bytes)."""
         chunks, self.chunks, self.size = self.chunks, [], 0
-        conn = self._conn
-        if conn.transport is not None and not conn.lost:
+        conn = self.conn
+        if conn is not None and conn.transport is not None and not conn.lost:
             conn.transport.resume_reading()
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def read(self) -> bytes:
-        if self.complete and not self._done:  # the usual case: it came with its head
+        if self.complete and not self.done:  # the usual case: it came with its head
             body = self._take() if self.chunks else b""
-            self._finish()
+            self.release()
             return body
         return b"".join([chunk async for chunk in self.iter_chunks()])
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives: everything already received is yielded at once."""
-        conn = self._conn
         while True:
             if self.chunks:
                 yield self._take()
@@ -183,27 +268,10 @@ class FastUpstreamResponse:
                 if isinstance(self.error, TimeoutError | UpstreamBrokenError):
                     raise self.error
                 raise UpstreamBrokenError(str(self.error))
-            self._waiter = conn.loop.create_future()
+            self._waiter = self.loop.create_future()
             await self._waiter
             self._waiter = None
-        self._finish()
-
-    def _finish(self) -> None:
-        """The answer was read to its end: its connection may serve the next one."""
-        conn = self._conn
-        self._done = True
-        conn.response = None
-        if self.keep_alive:
-            conn.pool.release(conn)
-        else:
-            conn.close()
-
-    def close(self) -> None:
-        """Drop the connection unless the response was read to its end."""
-        if not self._done:
-            self._done = True
-            self._conn.response = None
-            self._conn.close()
+        self.release()
 
 
 class FastUpstreamPool:
@@ -286,6 +354,69 @@ class FastUpstreamPool:
             self._blocks[items] = block
         return block
 
+    def send(
+        self,
+        answer: UpstreamAnswer,
+        base_url: str,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        request_id: str = "",
+    ) -> None:
+        """Send a POST; ``answer``'s callbacks get the engine's answer (or why there
+        is none). ``headers``: the engine's own (one checked block per engine);
+        ``request_id``: this request's x-request-id (none when empty). Raises
+        only the 400 for a path or id that would change the request's framing,
+        before anything is sent."""
+        if _UNSAFE.search(path) or _UNSAFE.search(request_id):
+            check_request(path, {"x-request-id": request_id})
+        key = self.target(base_url)
+        block = self._head_block(key, headers)
+        if request_id:
+            block += b"x-request-id: %s\r\n" % request_id.encode("latin-1")
+        answer.request = b"POST %s HTTP/1.1\r\n%bContent-Length: %d\r\n\r\n%b" % (
+            path.encode("latin-1"), block, len(body), body,
+        )  # fmt: skip
+        answer.key = key
+        answer.pool = self
+        self.dispatch(answer)
+
+    def dispatch(self, answer: UpstreamAnswer) -> None:
+        """Write the answer's request on an idle kept-alive connection, or on a new
+        one once it is open."""
+        idle = self._idle.get(answer.key)
+        while idle:
+            conn = idle.pop()
+            if conn.usable():
+                answer.reused = True
+                self._bind(conn, answer)
+                return
+        answer.reused = False
+        answer.connecting = self.loop.create_task(self._connect_for(answer))
+
+    async def _connect_for(self, answer: UpstreamAnswer) -> None:
+        try:
+            conn = await self._connect(answer.key)
+        except UpstreamConnectError as exc:
+            answer.connecting = None
+            answer.fail(exc)
+            return
+        answer.connecting = None
+        if answer.done:
+            self.release(conn)
+        else:
+            self._bind(conn, answer)
+
+    def _bind(self, conn: _Connection, answer: UpstreamAnswer) -> None:
+        conn.response = answer
+        answer.conn = conn
+        answer.last_read = self.loop.time()
+        self._busy.add(conn)
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(_SWEEP, self._sweep)
+        assert conn.transport is not None
+        conn.transport.write(answer.request)
+
     async def post(
         self,
         base_url: str,
@@ -294,39 +425,12 @@ class FastUpstreamPool:
         headers: dict[str, str],
         request_id: str = "",
     ) -> FastUpstreamResponse:
-        """``headers``: the engine's own (one checked block per engine);
-        ``request_id``: this request's x-request-id (none when empty)."""
-        if _UNSAFE.search(path) or _UNSAFE.search(request_id):
-            check_request(path, {"x-request-id": request_id})
-        key = self.target(base_url)
-        block = self._head_block(key, headers)
-        if request_id:
-            block += b"x-request-id: %s\r\n" % request_id.encode("latin-1")
-        request = b"POST %s HTTP/1.1\r\n%bContent-Length: %d\r\n\r\n%b" % (
-            path.encode("latin-1"), block, len(body), body,
-        )  # fmt: skip
-        idle = self._idle.get(key)
-        while idle:
-            conn = idle.pop()
-            if not conn.usable():
-                continue
-            try:
-                return await self._exchange(conn, request)
-            except UpstreamConnectError:
-                conn.close()  # a stale keep-alive connection: try a fresh one
-        return await self._exchange(await self._connect(key), request)
-
-    async def _exchange(self, conn: _Connection, request: bytes) -> FastUpstreamResponse:
-        response = conn.response = FastUpstreamResponse(conn)
-        self._busy.add(conn)
-        if self._sweeper is None:
-            self._sweeper = self.loop.call_later(_SWEEP, self._sweep)
-        assert conn.transport is not None
-        conn.transport.write(request)
+        """The engine's answer once its head is in (see ``send``)."""
+        response = FastUpstreamResponse(self.loop)
+        self.send(response, base_url, path, body, headers, request_id)
         try:
             await response.head
         except BaseException:
-            conn.response = None
-            conn.close()
+            response.close()
             raise
         return response
