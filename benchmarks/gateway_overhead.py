@@ -4,8 +4,11 @@ the Debian nginx as a plain streaming proxy, measured in one run.
 For each target (direct, gateway, nginx) and mode (plain JSON, streamed chunks):
 requests/s at concurrency 16 and p50 latency at concurrency 1; rounds are
 interleaved. Ratios are against the direct upstream, taken within each round
-(the pair measured back to back) and then the median over rounds; each run also
-records the CPU time the server under test spent per request.
+(the pair measured back to back) and then the median over rounds. At
+concurrency 1 each request through a proxy is followed by one straight to the
+stub, and the added latency is the difference of the two p50s of that run
+(drift between runs on a shared machine is larger than what is measured). Each
+run also records the CPU time the server under test spent per request.
 
 On a machine of 8 cores or more each part gets cores of its own (stub, gateway
 and nginx one each, the clients the rest) and concurrency 16 is spread over
@@ -112,10 +115,12 @@ def load(
     stream: bool,
     key: str | None,
     layout: Layout | None = None,
+    paired: str | None = None,
 ) -> dict[str, float]:
     """Closed-loop load from ``len(layout.clients)`` processes (one at concurrency 1)
     measuring the same interval; latencies merged exactly. No layout: one
-    process, wherever the scheduler puts it."""
+    process, wherever the scheduler puts it. ``paired`` (concurrency 1): the
+    direct URL, asked after each request (``paired_p50_ms``)."""
     layout = layout or Layout(None, None, None, [None])
     processes = 1 if concurrency == 1 else min(len(layout.clients), concurrency)
     shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
@@ -130,6 +135,8 @@ def load(
                 args.append("--stream")
             if key:
                 args += ["--key", key]
+            if paired:
+                args += ["--paired", paired]
             clients.append(subprocess.Popen(
                 args, stdout=subprocess.PIPE, text=True, cwd=REPO,
                 preexec_fn=pinned(layout.clients[i]),
@@ -144,6 +151,7 @@ def load(
             x for i in range(processes) for x in json.loads(Path(f"{tmp}/{i}.json").read_text())
         )
     seconds_run = max(part["seconds"] for part in parts)
+    paired_p50 = {"paired_p50_ms": parts[0]["paired_p50_ms"]} if paired else {}
 
     def pct(p: float) -> float:
         return (
@@ -159,6 +167,7 @@ def load(
         "p90_ms": pct(0.9),
         "p99_ms": pct(0.99),
         "client_processes": processes,
+        **paired_p50,
     }
 
 
@@ -217,14 +226,17 @@ def main() -> None:
             "gateway": (f"http://127.0.0.1:{gateway}/v1/chat/completions", key, procs[1]),
             "nginx": (f"http://127.0.0.1:{nginx}/v1/chat/completions", None, procs[2]),
         }
+        direct_url = targets["direct"][0]
         runs: dict[str, dict[str, list[dict[str, float]]]] = {}
         for round_index in range(args.rounds):
             for mode in ("plain", "stream"):
                 for name, (url, token, proc) in targets.items():
                     for concurrency in (16, 1):
                         cpu_before = tree_cpu(proc.pid)
+                        # at concurrency 1 a proxy is measured in pairs with the direct URL
+                        paired = direct_url if concurrency == 1 and name != "direct" else None
                         result = load(
-                            url, concurrency, args.seconds, mode == "stream", token, layout
+                            url, concurrency, args.seconds, mode == "stream", token, layout, paired
                         )
                         # the server's own CPU per request (the stub's for direct)
                         result["server_cpu_us_per_request"] = round(
@@ -236,7 +248,9 @@ def main() -> None:
                         print(f"round {round_index + 1} {name:8} {mode:6} c={concurrency:<3} "
                               f"{result['rps']:9.1f} req/s  p50 {result['p50_ms']:.3f} ms  "
                               f"cpu {result['server_cpu_us_per_request']:6.1f} us/req  "
-                              f"errors {result['errors']}", flush=True)  # fmt: skip
+                              f"errors {result['errors']}"
+                              + (f"  direct alongside {result['paired_p50_ms']:.3f} ms"
+                                 if paired else ""), flush=True)  # fmt: skip
         summary = summarize(runs)
         report = {
             "machine": {
@@ -306,8 +320,11 @@ def summarize(runs: dict[str, dict[str, list[dict[str, float]]]]) -> dict[str, d
             p50 = median([r["p50_ms"] for r in own["c1"]])
             # each round's pair was measured back to back: compare within rounds
             ratios = [o["rps"] / d["rps"] for o, d in zip(own["c16"], direct["c16"], strict=True)]
+            # each proxy request at concurrency 1 was followed by one to the stub
+            # itself, so the two p50s come from the same interval
             added = [
-                o["p50_ms"] - d["p50_ms"] for o, d in zip(own["c1"], direct["c1"], strict=True)
+                o["p50_ms"] - o.get("paired_p50_ms", d["p50_ms"])
+                for o, d in zip(own["c1"], direct["c1"], strict=True)
             ]
             out[f"{name}/{mode}"] = {
                 "rps_c16": round(rps, 1),

@@ -3,10 +3,13 @@ process so it does not share an event loop with what it measures.
 
 usage: python -m benchmarks.load_client URL CONCURRENCY SECONDS [--stream] [--key KEY]
                                         [--start-at EPOCH] [--latencies FILE]
+                                        [--paired URL]
 Prints one JSON object: requests, errors, seconds, rps, p50_ms, p90_ms, p99_ms.
 ``--start-at`` lets several client processes measure the same interval (their
 connections are opened before it); ``--latencies`` writes every latency (s) as
-JSON so their percentiles can be merged exactly.
+JSON so their percentiles can be merged exactly. ``--paired URL`` (concurrency
+1): every request to URL is followed by one to the paired URL (without the key),
+so both are measured under the same conditions; adds ``paired_p50_ms``.
 """
 
 from __future__ import annotations
@@ -39,14 +42,17 @@ async def run(
     key: str | None,
     start_at: float | None = None,
     latencies: list[float] | None = None,
+    paired: str | None = None,
 ) -> dict[str, float]:
     payload = json.dumps({**BODY, "stream": stream}).encode()
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
     latencies = [] if latencies is None else latencies
+    paired_latencies: list[float] = []
+    plain_headers = {"Content-Type": "application/json"}
     errors = 0
-    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    connector = aiohttp.TCPConnector(limit=concurrency + bool(paired), force_close=False)
     async with aiohttp.ClientSession(connector=connector) as session:
         if start_at is not None:
             await asyncio.gather(*(warm_up(session, url, payload, headers)
@@ -54,21 +60,26 @@ async def run(
             await asyncio.sleep(max(0.0, start_at - time.time()))
         deadline = time.perf_counter() + seconds
 
-        async def worker() -> None:
+        async def one(target: str, sent: dict[str, str], into: list[float]) -> None:
             nonlocal errors
+            start = time.perf_counter()
+            try:
+                async with session.post(target, data=payload, headers=sent) as response:
+                    async for _ in response.content.iter_any():
+                        pass
+                    if response.status != 200:
+                        errors += 1
+                        return
+            except aiohttp.ClientError:
+                errors += 1
+                return
+            into.append(time.perf_counter() - start)
+
+        async def worker() -> None:
             while time.perf_counter() < deadline:
-                start = time.perf_counter()
-                try:
-                    async with session.post(url, data=payload, headers=headers) as response:
-                        async for _ in response.content.iter_any():
-                            pass
-                        if response.status != 200:
-                            errors += 1
-                            continue
-                except aiohttp.ClientError:
-                    errors += 1
-                    continue
-                latencies.append(time.perf_counter() - start)
+                await one(url, headers, latencies)
+                if paired:
+                    await one(paired, plain_headers, paired_latencies)
 
         # warm-up: open the connections before measuring
         began = time.perf_counter()
@@ -81,7 +92,7 @@ async def run(
             latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else 0.0
         )
 
-    return {
+    result = {
         "requests": len(latencies),
         "errors": errors,
         "seconds": elapsed,
@@ -90,6 +101,11 @@ async def run(
         "p90_ms": pct(0.9),
         "p99_ms": pct(0.99),
     }
+    if paired:
+        result["paired_p50_ms"] = (
+            statistics.median(paired_latencies) * 1000 if paired_latencies else 0.0
+        )
+    return result
 
 
 def main() -> None:
@@ -101,7 +117,10 @@ def main() -> None:
     parser.add_argument("--key")
     parser.add_argument("--start-at", type=float)
     parser.add_argument("--latencies")
+    parser.add_argument("--paired")
     args = parser.parse_args()
+    if args.paired and args.concurrency != 1:
+        parser.error("--paired needs concurrency 1")
     try:
         import uvloop
 
@@ -111,7 +130,7 @@ def main() -> None:
     latencies: list[float] = []
     result = asyncio.run(
         run(args.url, args.concurrency, args.seconds, args.stream, args.key,
-            args.start_at, latencies)
+            args.start_at, latencies, args.paired)
     )  # fmt: skip
     if args.latencies:
         Path(args.latencies).write_text(json.dumps(latencies))

@@ -53,7 +53,7 @@ class Authorizer:
                 "`sparkstack keys create NAME`).",
                 "missing_api_key",
             )
-        record = self.keys.lookup(header[7:].strip())
+        record = self.keys.lookup(header[7:].strip(), refreshed=True)
         if record is None:
             raise _auth_error("Incorrect API key provided.", "invalid_api_key")
         if record.revoked:

@@ -31,6 +31,11 @@ from sparkstack.supervisor.runtime import ModelRuntime
 
 
 class DirectRelay(UpstreamAnswer):
+    __slots__ = (
+        "ctx", "down", "runtime", "metrics", "finish", "finished", "streaming", "paused",
+        "body", "sent", "tail",
+    )  # fmt: skip
+
     def __init__(
         self,
         ctx: RequestContext,

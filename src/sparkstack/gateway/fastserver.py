@@ -70,6 +70,9 @@ class _Incoming:
     path: str = ""
     query: str = ""
     cors: str | None = None
+    armed: int = 0
+    """The timeout armed for it: 1 its headers', 2 its body's (only once each, and
+    only when it did not arrive whole in one read)."""
 
 
 class GatewayServer:
@@ -314,17 +317,30 @@ class GatewayProtocol(asyncio.Protocol):
                 log.exception("gateway: parsing a request failed")
                 self._refuse(bad_header(f"The request could not be parsed ({exc})."))
         self.feed = b""
+        current = self.current
+        if current is not None and not self.dead and not self.handing_off:
+            self._arm_for(current)
         if self.handing_off and not self.busy and not self.queue:
             self._hand_off()
         elif self.queue and not self.busy:
             self._start(self.queue.popleft())
+
+    def _arm_for(self, current: _Incoming) -> None:
+        """A request still arriving after a read: its headers', then its body's
+        timeout, each counted from the first read that left it unfinished."""
+        if not current.head_done:
+            if current.armed < 1:
+                current.armed = 1
+                self._arm(self.spec.client_header_timeout, self._idle_timeout)
+        elif current.armed < 2:
+            current.armed = 2
+            self._arm(self.spec.client_body_timeout, self._body_timeout)
 
     # httptools callbacks
 
     def on_message_begin(self) -> None:
         self.current = _Incoming()
         self.raw = None if self.completed_in_feed else [self.feed]
-        self._arm(self.spec.client_header_timeout, self._idle_timeout)
 
     def _headers_too_large(self) -> None:
         self._refuse(
@@ -392,7 +408,6 @@ class GatewayProtocol(asyncio.Protocol):
             raise _Stop from exc
         if headers.get(b"expect", b"").lower() == b"100-continue" and self.transport:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        self._arm(self.spec.client_body_timeout, self._body_timeout)
 
     def on_body(self, body: bytes) -> None:
         current = self.current

@@ -190,8 +190,10 @@ class KeyIndex:
                 log.warning("the key file is valid again: requests are accepted")
         self.problem = problem
 
-    def lookup(self, key: str) -> KeyRecord | None:
-        self.refresh()
+    def lookup(self, key: str, refreshed: bool = False) -> KeyRecord | None:
+        """The record of a key as sent (``refreshed``: the caller just called ``refresh``)."""
+        if not refreshed:
+            self.refresh()
         record = self._known.get(key)
         if record is None:
             record = self._by_hash.get(hash_key(key))

@@ -5,6 +5,7 @@ refusal is a 400 that says what was wrong; engines never see such a body."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from sparkstack.gateway.openai_errors import bad_request
@@ -30,6 +31,10 @@ def _no_constant(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+"""The decoder's C scanner: a body that is one value from its first byte to its
+last (the usual case) is read without ``decode``'s Python wrapper; anything
+else goes through ``decode`` for its exact error."""
 
 
 def _depth(body: bytes) -> int:
@@ -74,7 +79,12 @@ def parse_payload(body: bytes) -> tuple[dict[str, Any], str]:
     if _depth(body) > MAX_DEPTH:
         raise bad_request(f"The request body nests deeper than {MAX_DEPTH} levels.")
     try:
-        payload = _DECODER.decode(text)
+        try:
+            payload, end = _SCAN(text, 0)
+        except StopIteration:
+            end = -1
+        if end != len(text):
+            payload = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise bad_request(f"The request body is not valid JSON: {exc}.") from exc
     except _Refused as exc:

@@ -90,8 +90,13 @@ class _Connection(asyncio.Protocol):
     # httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        assert self.response is not None
-        self.response.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        response = self.response
+        assert response is not None
+        name = name.lower()
+        if name == b"content-type":
+            response.content_type = value.decode("latin-1")
+        elif name == b"content-length" or name == b"transfer-encoding":
+            response.framed = True
 
     def on_headers_complete(self) -> None:
         response = self.response
@@ -120,9 +125,17 @@ class UpstreamAnswer:
     a coroutine that awaits it; the gateway's direct relay writes straight to the
     client."""
 
+    __slots__ = (
+        "status", "content_type", "framed", "headed", "keep_alive", "received", "complete",
+        "told_complete", "error", "last_read", "done", "request", "key", "reused", "pool",
+        "conn", "connecting",
+    )  # fmt: skip
+
     def __init__(self) -> None:
         self.status = 0
-        self.headers: dict[str, str] = {}
+        self.content_type = "application/json"
+        self.framed = False
+        """The body has a length or chunks (otherwise it ends with the connection)."""
         self.headed = False
         self.keep_alive = False
         self.received = False
@@ -139,10 +152,6 @@ class UpstreamAnswer:
         self.pool: FastUpstreamPool | None = None
         self.conn: _Connection | None = None
         self.connecting: asyncio.Task[None] | None = None
-
-    @property
-    def content_type(self) -> str:
-        return self.headers.get("content-type", "application/json")
 
     def on_head(self) -> None:
         """Status and headers are in."""
@@ -166,8 +175,7 @@ class UpstreamAnswer:
         kept-alive connection (sent again on another), or a break."""
         if self.complete:
             return
-        framed = "content-length" in self.headers or "transfer-encoding" in self.headers
-        if self.headed and not framed:
+        if self.headed and not self.framed:
             self.complete = self.told_complete = True
             self.keep_alive = False
             self.on_complete()
@@ -207,6 +215,8 @@ class UpstreamAnswer:
 
 class FastUpstreamResponse(UpstreamAnswer):
     """An answer awaited by a coroutine: ``head``, then ``read`` or ``iter_chunks``."""
+
+    __slots__ = ("loop", "head", "chunks", "size", "_waiter")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
