@@ -326,6 +326,10 @@ def summarize(runs: dict[str, dict[str, list[dict[str, float]]]]) -> dict[str, d
                 o["p50_ms"] - o.get("paired_p50_ms", d["p50_ms"])
                 for o, d in zip(own["c1"], direct["c1"], strict=True)
             ]
+            # the same against the direct run of the round, for comparison
+            unpaired = [
+                o["p50_ms"] - d["p50_ms"] for o, d in zip(own["c1"], direct["c1"], strict=True)
+            ]
             out[f"{name}/{mode}"] = {
                 "rps_c16": round(rps, 1),
                 "direct_rps_c16": round(direct_rps, 1),
@@ -333,6 +337,7 @@ def summarize(runs: dict[str, dict[str, list[dict[str, float]]]]) -> dict[str, d
                 "p50_ms_c1": round(p50, 3),
                 "direct_p50_ms_c1": round(direct_p50, 3),
                 "added_p50_ms": round(median(added), 3),
+                "added_p50_ms_vs_direct_run": round(median(unpaired), 3),
                 "cpu_us_per_request_c16": median(
                     [r["server_cpu_us_per_request"] for r in own["c16"]]
                 ),
