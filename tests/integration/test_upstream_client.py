@@ -1,6 +1,6 @@
 """The hot-path client to engines (gateway/upstream_fast.py) against engines that
 answer oddly: silent past gateway.read_timeout (504), a close-delimited body (no
-Content-Length, no chunks), a connection closed before any answer (502), and
+Content-Length, no chunks), a connection closed before any answer (502),
 keep-alive reuse across many requests, a kept-alive connection the engine dropped
 (sent again on a new one), and a slow reader holding the engine back."""
 
