@@ -527,6 +527,7 @@ class GatewayProtocol(asyncio.Protocol):
     ) -> None:
         try:
             await rest
+            await self.drain()  # the client takes the answer before the next is read
         except asyncio.CancelledError:
             return
         except Exception:

@@ -28,7 +28,7 @@ from aiohttp import web
 from sparkstack.errors import GatewayError
 from sparkstack.gateway.access_log import AccessLog
 from sparkstack.gateway.auth import Authorizer
-from sparkstack.gateway.context import JSON, Downstream, RequestContext
+from sparkstack.gateway.context import Downstream, RequestContext
 from sparkstack.gateway.direct_relay import DirectRelay
 from sparkstack.gateway.fastanswer import Answer
 from sparkstack.gateway.guard import check_content_type, check_duplicates
@@ -41,7 +41,7 @@ from sparkstack.gateway.model_queue import (
     ModelQueues,
     request_priority,
 )
-from sparkstack.gateway.openai_errors import error_json, sse_error_event, too_large
+from sparkstack.gateway.openai_errors import sse_error_event, too_large
 from sparkstack.gateway.payload import parse_payload
 from sparkstack.gateway.relay import Relay
 from sparkstack.gateway.request_id import accept_request_id
@@ -175,9 +175,7 @@ class Forwarder:
                 await down.write(sse_error_event(exc))
                 await down.end()
             else:
-                body = error_json(exc)
-                ctx.bytes_out, down.retry_after = len(body), exc.retry_after
-                await down.send(exc.status, JSON, body)
+                ctx.bytes_out = down.send_error_now(exc)
         finally:
             self._logged(ctx, down)
 
@@ -291,7 +289,7 @@ class AiohttpDownstream(Downstream):
         return headers
 
     async def error(self, exc: GatewayError) -> web.StreamResponse:
-        await self.send(exc.status, JSON, error_json(exc))
+        self.send_error_now(exc)
         assert self.response is not None
         return self.response
 
