@@ -63,8 +63,9 @@ def test_wait_limit_gives_a_503_saying_what_is_loading(slow: UpProcess) -> None:
     error = json.loads(body)["error"]
     assert error["code"] == "model_loading"
     assert "'slow' is still loading after 1s (state: starting)" in error["message"]
-    # expected 30 s (the median of the past starts), 1 s of it gone
-    assert 28 <= int(headers["Retry-After"]) <= 29
+    # expected 30 s (the median of the past starts), up to 1 s of it gone: the start
+    # is counted from its spawn, which a loaded machine may reach after the wait began
+    assert 28 <= int(headers["Retry-After"]) <= 30
 
 
 def test_streaming_client_gets_comments_then_the_error(slow: UpProcess) -> None:

@@ -92,6 +92,9 @@ class Telemetry:
     # sampling ----------------------------------------------------------------
     def start(self, session: aiohttp.ClientSession) -> None:
         if self._task is None:
+            # The counters as the sampler starts, so the first minute counts the
+            # requests answered while its first full sample was being taken.
+            self.window.add(Sample(at=self.clock(), models=self._counters()))
             self._task = asyncio.create_task(self._run(session))
 
     async def stop(self) -> None:
