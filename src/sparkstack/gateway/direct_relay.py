@@ -82,32 +82,40 @@ class DirectRelay(UpstreamAnswer):
         if down.conn.write_paused and not self.paused:
             self._pause(True)
 
+    # Both ends below let go of the engine's connection first, so nothing calls
+    # back into this relay again: ``finish`` runs even if answering fails (a bug
+    # then ends the client's connection instead of leaving it and its slot held).
+
     def on_complete(self) -> None:
         self.release()
-        if self.streaming:
-            self._end_stream()
-        else:
-            body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
-            name = self.runtime.name
-            content_type, data = plain_answer(
-                self.metrics, name, self.status, self.content_type, body
-            )
-            self.ctx.bytes_out = len(data)
-            self.down.send_now(self.status, content_type, data)
-        self._finish()
+        try:
+            if self.streaming:
+                self._end_stream()
+            else:
+                body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+                name = self.runtime.name
+                content_type, data = plain_answer(
+                    self.metrics, name, self.status, self.content_type, body
+                )
+                self.ctx.bytes_out = len(data)
+                self.down.send_now(self.status, content_type, data)
+        finally:
+            self._finish()
 
     def on_error(self, error: BaseException) -> None:
         self.close()
-        if self.streaming:
-            if not stream_finished(self.tail):
-                stopped = stopped_mid_stream(self.metrics, self.runtime.name)
-                self.down.write_now(sse_error_event(stopped))
-            self._end_stream()
-        elif self.headed:
-            self._answer_error(broke_off(self.metrics, self.runtime.name, error))
-        else:
-            self._answer_error(no_answer(self.metrics, self.runtime, error))
-        self._finish()
+        try:
+            if self.streaming:
+                if not stream_finished(self.tail):
+                    stopped = stopped_mid_stream(self.metrics, self.runtime.name)
+                    self.down.write_now(sse_error_event(stopped))
+                self._end_stream()
+            elif self.headed:
+                self._answer_error(broke_off(self.metrics, self.runtime.name, error))
+            else:
+                self._answer_error(no_answer(self.metrics, self.runtime, error))
+        finally:
+            self._finish()
 
     # the client's side
 
